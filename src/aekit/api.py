@@ -1,0 +1,207 @@
+"""The Python entry points behind the CLI: train a run, evaluate a run.
+
+These compose the layers (data, models, tasks, trainer, evaluation, figures) and own the run
+folder's life cycle; the CLI only parses options and talks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import DataConfig, RunConfig, TrainConfig, check_positive
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write_text
+from .registry import config_from_dict, lookup
+from .tasks import make_task
+from .train import checkpoint as ckpt
+from .train.loop import Callbacks, Trainer, TrainResult, dist_info
+
+log = logging.getLogger(__name__)
+
+TEST_METRICS_NAME = "test_metrics.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    result: TrainResult
+    test_metrics: dict[str, float] | None
+
+
+def default_run_dir(model: str, dataset: str, root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe_dataset = dataset.replace(":", "-").replace("/", "_").strip("_.-")[:40] or "data"
+    return Path(root) / f"{stamp}-{model}-{safe_dataset}"
+
+
+def prepare_run_dir(path: Path) -> None:
+    """Create the run folder and prove it is writable before any training time is spent."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path}: exists and is a file; choose a folder")
+    if (path / ckpt.CONFIG_NAME).exists():
+        raise ConfigError(f"--out {path}: already holds a run; continue it with --resume {path} or choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {path}: cannot write there ({err.strerror}); choose a writable folder") from None
+
+
+def build_model_config(model: str, in_shape, options: dict[str, Any], *, num_classes: int, scale: int | None):
+    config_cls, _ = lookup(model)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in options.items() if v is not None}
+    values["in_shape"] = list(in_shape)
+    if "num_classes" in names:
+        if num_classes < 2:
+            raise ConfigError(f"{model} is conditional and needs a labelled dataset; this one has no classes")
+        values["num_classes"] = num_classes
+    if "scale" in names and scale:
+        values["scale"] = scale
+    return config_from_dict(model, values)
+
+
+def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path | None = None,
+          resume: str | Path | None = None, epochs: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, seed: int | None = None, device: str | None = None,
+          data_dir: str | None = None, image_size: int | None = None, channels: int | None = None,
+          task: str = "reconstruct", noise: str | None = None, scale: int | None = None,
+          precision: str | None = None, model_options: dict[str, Any] | None = None,
+          callbacks: Callbacks | None = None, stop_after_epoch: int | None = None,
+          evaluate_test: bool = True, write_report: bool = True) -> RunResult:
+    """Train ``model`` on ``dataset`` into a run folder (or continue the run in ``resume``)."""
+    from .data import load_dataset
+
+    rank, world = dist_info()
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = ckpt.read_run_config(run_dir)
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        if device is not None:
+            cfg.train.device = device
+        if data_dir is not None:
+            cfg.data.data_dir = data_dir
+    else:
+        tcfg = TrainConfig()
+        for key, value in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                           "device": device, "precision": precision}.items():
+            if value is not None:
+                setattr(tcfg, key, value)
+        dcfg = DataConfig(dataset=dataset, data_dir=data_dir, image_size=image_size, channels=channels,
+                          task=task, noise=noise, scale=scale)
+        cfg = RunConfig(model=model, model_config={}, data=dcfg, train=tcfg,
+                        aekit_version=__version__, torch_version=torch.__version__)
+        lookup(model)
+    check_positive("--epochs", cfg.train.epochs, integer=True)
+    check_positive("--batch-size", cfg.train.batch_size, integer=True)
+    check_positive("--lr", cfg.train.lr)
+    task_obj = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
+    if cfg.data.image_size is not None:
+        check_positive("--image-size", cfg.data.image_size, integer=True)
+    if cfg.data.channels not in (None, 1, 3):
+        raise ConfigError(f"--channels must be 1 or 3, got {cfg.data.channels}")
+
+    splits = load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
+                          channels=cfg.data.channels, seed=cfg.train.seed)
+    target_shape = splits.in_shape
+    in_shape = task_obj.input_shape(target_shape)
+    if resume is None:
+        model_cfg = build_model_config(model, in_shape, model_options or {}, num_classes=len(splits.classes),
+                                       scale=task_obj.scale)
+        cfg.model_config = dataclasses.asdict(model_cfg)
+        cfg.in_shape, cfg.out_shape, cfg.classes = tuple(in_shape), tuple(target_shape), list(splits.classes)
+        run_dir = Path(out) if out is not None else default_run_dir(model, dataset)
+        if rank == 0:
+            prepare_run_dir(run_dir)
+            atomic_write_text(run_dir / ckpt.CONFIG_NAME, cfg.to_json())
+    elif tuple(cfg.out_shape) != tuple(target_shape):
+        raise CheckpointError(f"{run_dir}: the run was trained on images of shape {tuple(cfg.out_shape)}, "
+                              f"but {cfg.data.dataset} now loads as {tuple(target_shape)}")
+    if world > 1:
+        torch.distributed.barrier()
+    dev = ckpt.resolve_device(cfg.train.device)
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    torch.manual_seed(cfg.train.seed)  # weight initialisation
+    net = ckpt.build_from_config(cfg)
+    if tuple(net.out_shape) != tuple(target_shape):
+        raise ConfigError(f"{cfg.model} produces images of shape {net.out_shape}, the targets are {target_shape}; "
+                          "choose a model for this task")
+    trainer = Trainer(net, splits.train, splits.val, cfg, run_dir, task=task_obj, device=dev, callbacks=callbacks)
+    result = trainer.fit(resume=resume is not None, stop_after_epoch=stop_after_epoch)
+    if world > 1:
+        torch.distributed.barrier()
+
+    test_metrics = None
+    finished = not result.interrupted and result.epochs_done >= cfg.train.epochs
+    if rank == 0 and finished:
+        net.run_config = cfg
+        if evaluate_test:
+            from .eval.evaluate import evaluate_model
+
+            test_metrics = evaluate_model(net, splits.test, task_obj, seed=cfg.train.seed)
+            atomic_write_text(run_dir / TEST_METRICS_NAME, json.dumps(test_metrics, indent=2))
+        save_reconstructions(net, splits.test, task_obj, run_dir / "reconstructions.png", seed=cfg.train.seed)
+        if write_report:
+            try:
+                from .viz.report import write_report as _write_report
+            except ImportError:  # the report module is optional while it is being built
+                _write_report = None
+            if _write_report is not None:
+                _write_report(run_dir, model=net, splits=splits)
+    return RunResult(run_dir, result, test_metrics)
+
+
+@torch.inference_mode()
+def save_reconstructions(model, data, task, path: Path, *, n: int = 10, seed: int = 0) -> Path:
+    """Test originals above their reconstructions (and the model's input, when it differs)."""
+    from .viz import image_grid, save_figure
+
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    clean = data.images[:n].to(device)
+    y = data.labels[:n].to(device) if data.labels is not None and model.conditional else None
+    batch = task.make_batch(clean, y, gen)
+    x_hat = model.reconstruct(batch.x, y)
+    if task.kind == "reconstruct":
+        rows, titles = [clean, x_hat], ["original", "reconstructed"]
+    else:
+        shown_input = torch.nn.functional.interpolate(batch.x, size=clean.shape[-2:], mode="nearest")
+        rows, titles = [clean, shown_input, x_hat], ["clean", "model input", "output"]
+    fig = image_grid(rows, titles, title=f"{model.registry_name}: {task.describe()}")
+    return save_figure(fig, path)
+
+
+def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
+             device: str = "auto", split: str = "test") -> dict[str, float]:
+    """Metrics of a trained run on a dataset's test split (its own dataset unless ``dataset``)."""
+    from .data import load_dataset
+    from .eval.evaluate import evaluate_model
+
+    model = ckpt.load(run_dir, device=device)
+    cfg: RunConfig = model.run_config
+    task = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
+    name = dataset or cfg.data.dataset
+    c, h, _ = cfg.out_shape
+    splits = load_dataset(name, data_dir=data_dir or (cfg.data.data_dir if dataset is None else None),
+                          image_size=h if (name != cfg.data.dataset or cfg.data.image_size) else None,
+                          channels=c if name != cfg.data.dataset else cfg.data.channels, seed=cfg.train.seed)
+    if tuple(splits.in_shape) != tuple(cfg.out_shape):
+        raise ConfigError(f"{name} images are {splits.in_shape}, the model was trained on {tuple(cfg.out_shape)}")
+    data = getattr(splits, split)
+    return evaluate_model(model, data, task, seed=cfg.train.seed)

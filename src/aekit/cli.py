@@ -1,0 +1,214 @@
+"""The ``aekit`` command: parse options, call the library, print.
+
+Library errors (:class:`aekit.AekitError`) become one line on stderr and exit status 1; a
+problem with the command line itself is click's usage error (exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import AekitError
+
+log = logging.getLogger("aekit")
+
+
+class AekitGroup(click.Group):
+    """Turns aekit's own errors (and OS errors such as a full disk) into one-line messages."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except AekitError as err:
+            raise click.ClickException(str(err)) from None
+        except OSError as err:
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            raise click.ClickException(f"{err.strerror or err}{where}") from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.group(cls=AekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aekit")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the library does.")
+def main(verbose: bool) -> None:
+    """aekit: train autoencoders, look at what they learned, and use them."""
+    _setup_logging(verbose)
+
+
+# -- train ------------------------------------------------------------------------------------
+
+def _fmt_losses(parts: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in parts.items())
+
+
+class _Progress:
+    """tqdm bar with live losses, and a one-line summary per epoch."""
+
+    def __init__(self, total_epochs: int, enabled: bool):
+        self.total_epochs = total_epochs
+        self.enabled = enabled
+        self.bar = None
+
+    def epoch_start(self, epoch: int, batches: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{self.total_epochs}", unit="batch",
+                        leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, info) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if info.batch_in_epoch % 5 == 0 or info.batch_in_epoch == info.batches_per_epoch:
+                self.bar.set_postfix_str(_fmt_losses(info.losses))
+
+    def epoch_end(self, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.enabled:
+            click.echo(f"epoch {record['epoch']}/{self.total_epochs}  train {_fmt_losses(record['train'])}  "
+                       f"val {_fmt_losses(record['val'])}  {record['seconds']:.1f}s "
+                       f"({record['images_per_second']:.0f} img/s)")
+
+
+def _print_metrics(metrics: dict, as_json: bool = False) -> None:
+    from .eval.evaluate import METRIC_LABELS
+
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    width = max(len(METRIC_LABELS.get(k, k)) for k in metrics)
+    ordered = [k for k in METRIC_LABELS if k in metrics] + [k for k in metrics if k not in METRIC_LABELS]
+    for key in ordered:
+        value = metrics[key]
+        label = METRIC_LABELS.get(key, key)
+        text = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+        click.echo(f"  {label:<{width}}  {text}")
+
+
+@main.command()
+@click.option("--model", default="conv-vae", show_default=True, help="Model name (see `aekit models`).")
+@click.option("--dataset", default="mnist-5k", show_default=True,
+              help="Dataset name (see `aekit datasets`) or folder:PATH.")
+@click.option("--latent-dim", type=int, default=None, help="Size of the latent code (model default if omitted).")
+@click.option("--beta", type=float, default=None, help="Weight of the KL term for VAEs (beta-VAE).")
+@click.option("--loss", "recon_loss", type=click.Choice(["bce", "mse"]), default=None,
+              help="Reconstruction loss, summed over pixels.")
+@click.option("--epochs", type=int, default=None, help="Epochs to train  [default: 10]")
+@click.option("--batch-size", type=int, default=None, help="Global batch size  [default: 128]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW)  [default: 0.001]")
+@click.option("--seed", type=int, default=None, help="Seed for initialisation, splits and noise  [default: 0]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder  [default: runs/<date-time>-<model>-<dataset>/]")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this folder from its last checkpoint.")
+@click.option("--data-dir", default=None, help="Folder holding the dataset's files (else the cache).")
+@click.option("--image-size", type=int, default=None, help="Resize images to this many pixels square.")
+@click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="[default: fp32]")
+@click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution"]), default="reconstruct",
+              show_default=True)
+@click.option("--noise", default=None, help="For --task denoise: gaussian:SIGMA, lesson, salt-pepper:P, mask:P.")
+@click.option("--scale", type=int, default=None, help="For --task super-resolution: 2 or 4.")
+@click.option("--stop-after-epoch", type=int, default=None,
+              help="Stop (resumably) after this epoch, e.g. to split a long run into sessions.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch only).")
+def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, seed, out, resume, data_dir,
+          image_size, channels, device, precision, task, noise, scale, stop_after_epoch, no_progress):
+    """Train a model; writes a run folder with weights, metrics and figures."""
+    from . import api
+    from .train.loop import Callbacks, dist_info
+
+    rank, _ = dist_info()
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    total_epochs = epochs or 10
+    if resume is not None and epochs is None:
+        from .train.checkpoint import read_run_config
+
+        total_epochs = read_run_config(resume).train.epochs
+    progress = _Progress(total_epochs, enabled=rank == 0 and not no_progress)
+    summary = _Progress(total_epochs, enabled=rank == 0)
+    callbacks = Callbacks(on_step=progress.step, on_epoch=summary.epoch_end,
+                          on_epoch_start=progress.epoch_start, should_stop=lambda: stop["requested"])
+    if progress.enabled is False:
+        callbacks.on_step = None
+    options = {"latent_dim": latent_dim, "beta": beta, "recon_loss": recon_loss}
+    try:
+        run = api.train(model=model, dataset=dataset, out=out, resume=resume, epochs=epochs, batch_size=batch_size,
+                        lr=lr, seed=seed, device=device, data_dir=data_dir, image_size=image_size,
+                        channels=channels, task=task, noise=noise, scale=scale, precision=precision,
+                        model_options=options, callbacks=callbacks, stop_after_epoch=stop_after_epoch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if progress.bar is not None:
+            progress.bar.close()
+    if rank != 0:
+        return
+    if run.result.interrupted:
+        click.echo(f"stopped at epoch {run.result.epochs_done + 1}, step {run.result.steps}; "
+                   f"continue with: aekit train --resume {run.run_dir}")
+        sys.exit(130)
+    if run.test_metrics is not None:
+        click.echo("test metrics:")
+        _print_metrics(run.test_metrics)
+    if stop_after_epoch is not None and run.test_metrics is None:
+        click.echo(f"stopped after epoch {run.result.epochs_done}; continue with: aekit train --resume {run.run_dir}")
+    click.echo(f"run folder: {run.run_dir}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", default=None, help="Evaluate on another dataset of the same image shape.")
+@click.option("--data-dir", default=None, help="Folder holding that dataset's files.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(run_dir, dataset, data_dir, device, as_json):
+    """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs."""
+    from . import api
+
+    metrics = api.evaluate(run_dir, dataset=dataset, data_dir=data_dir, device=device)
+    if not as_json:
+        click.echo(f"{run_dir} on {dataset or 'its own dataset'} (test split):")
+    _print_metrics(metrics, as_json)
+
+
+@main.command()
+def models():
+    """List the model families."""
+    from .registry import lookup, model_names
+
+    for name in model_names():
+        _, cls = lookup(name)
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name:<12} {doc}")
+
+
+@main.command()
+def datasets():
+    """List the datasets that can be named with --dataset."""
+    from .data import DATASETS
+
+    for name, text in DATASETS.items():
+        click.echo(f"{name:<16} {text}")

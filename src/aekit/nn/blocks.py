@@ -1,0 +1,112 @@
+"""Encoders and decoders built from plain torch layers.
+
+Decoders mirror their encoders exactly: each upsampling step returns to the size the matching
+encoder step started from, so any image size the encoder accepts comes back unchanged
+(28 -> 14 -> 7 -> 4 -> 7 -> 14 -> 28, with ceil rounding on the way down).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_out_size(size: int) -> int:
+    """Size after one halving step (stride-2 conv with padding 1, or 2x2 ceil-mode pooling)."""
+    return (size + 1) // 2
+
+
+def spatial_chain(size: int, steps: int) -> list[int]:
+    """Sizes seen going down: [size, ceil(size/2), ...], steps + 1 entries."""
+    sizes = [size]
+    for _ in range(steps):
+        sizes.append(conv_out_size(sizes[-1]))
+    return sizes
+
+
+class MLP(nn.Sequential):
+    """Linear layers with ReLU between them (none after the last)."""
+
+    def __init__(self, sizes: Sequence[int], *, final_activation: nn.Module | None = None):
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU(inplace=True))
+        if final_activation is not None:
+            layers.append(final_activation)
+        super().__init__(*layers)
+
+
+class ConvEncoder(nn.Module):
+    """3x3 convolutions, each followed by a halving step.
+
+    ``downsample="pool"`` is the lesson's conv AE (conv 'same' + ReLU + 2x2 max-pool);
+    ``downsample="stride"`` uses stride-2 convolutions (the usual conv-VAE encoder).
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], *, downsample: str = "pool"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            if downsample == "pool":
+                layers += [nn.Conv2d(prev, ch, 3, padding=1), nn.ReLU(inplace=True),
+                           nn.MaxPool2d(2, ceil_mode=True)]
+            elif downsample == "stride":
+                layers += [nn.Conv2d(prev, ch, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            else:
+                raise ValueError(f"downsample must be 'pool' or 'stride', got {downsample!r}")
+            prev = ch
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class _Upsample(nn.Module):
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, size=self.size, mode="nearest")
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`, ending in a 3x3 conv to ``out_channels`` logits.
+
+    ``sizes`` are the encoder's spatial sizes from the input down, e.g. [(28,28), (14,14),
+    (7,7), (4,4)]; the decoder walks them back up.  ``upsample="nearest"`` is the lesson's
+    (conv + ReLU + nearest upsampling); ``"transpose"`` uses stride-2 transposed convolutions
+    with the output padding that lands exactly on each size.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], out_channels: int,
+                 sizes: Sequence[tuple[int, int]], *, upsample: str = "nearest"):
+        super().__init__()
+        channels = list(channels)  # deepest first, e.g. [8, 8, 16]
+        targets = list(reversed(sizes[:-1]))  # e.g. [(7,7), (14,14), (28,28)]
+        if len(channels) != len(targets):
+            raise ValueError("one channel count per upsampling step")
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for i, (ch, size) in enumerate(zip(channels, targets)):
+            if upsample == "nearest":
+                layers += [nn.Conv2d(prev, ch, 3, padding=1), nn.ReLU(inplace=True), _Upsample(size)]
+            elif upsample == "transpose":
+                here = sizes[len(sizes) - 1 - i]
+                pad = (size[0] - (2 * here[0] - 1), size[1] - (2 * here[1] - 1))
+                layers += [nn.ConvTranspose2d(prev, ch, 3, stride=2, padding=1, output_padding=pad),
+                           nn.ReLU(inplace=True)]
+            else:
+                raise ValueError(f"upsample must be 'nearest' or 'transpose', got {upsample!r}")
+            prev = ch
+        layers.append(nn.Conv2d(prev, out_channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h)

@@ -1,0 +1,363 @@
+"""The training loop.
+
+It knows models only through :class:`~aekit.models.base.Autoencoder` (``training_step``,
+``loss``, ``configure_optimizers``), feeds in-memory datasets by slicing whole tensors (no
+per-sample Python work), and writes a resumable checkpoint after every epoch.
+
+Repeatability: each epoch draws its shuffling order and its noise (VAE sampling, denoising
+corruption) from generators seeded by (seed, epoch), so an epoch's randomness does not depend
+on what ran before it, and a resumed run replays exactly what an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data.distributed import DistributedSampler
+
+from ..config import RunConfig
+from ..errors import ConfigError, DataError, TrainingError
+from ..models.base import Autoencoder, Losses, StepContext
+from ..tasks import Task
+from . import checkpoint as ckpt
+from .schedule import get_lr
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 1024  # large batches for validation: no gradients, so memory is small
+
+
+@dataclass
+class StepInfo:
+    epoch: int
+    step: int
+    batch_in_epoch: int
+    batches_per_epoch: int
+    losses: dict[str, float]
+    lr: float
+
+
+@dataclass
+class Callbacks:
+    on_step: Callable[[StepInfo], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None
+    on_epoch_start: Callable[[int, int], None] | None = None  # (epoch, batches in it)
+    should_stop: Callable[[], bool] | None = None  # polled between steps (Ctrl-C in the CLI)
+
+
+@dataclass
+class TrainResult:
+    epochs_done: int
+    steps: int
+    interrupted: bool
+    history: list[dict] = field(default_factory=list)
+
+
+def seeded_generator(seed: int, epoch: int, device: torch.device | str = "cpu", stream: int = 0) -> torch.Generator:
+    """A generator for one epoch's randomness, independent of every other epoch's."""
+    g = torch.Generator(device=device)
+    # Large odd multipliers keep (seed, epoch, stream) triples from colliding.
+    g.manual_seed((seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**63 - 1))
+    return g
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def check_training_images(images: torch.Tensor, name: str) -> None:
+    """Refuse data that can only train a broken model, before spending time on it."""
+    if images.numel() == 0:
+        raise DataError(f"{name}: the training split is empty")
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images.flatten(1))).any(dim=1).sum())
+        raise DataError(f"{name}: {bad} training image(s) contain NaN or infinite pixels; clean the data first")
+    if images.min() < 0 or images.max() > 1:
+        raise DataError(f"{name}: pixel values must lie in [0, 1], found {float(images.min()):.3g}..{float(images.max()):.3g}")
+    if float(images.amax() - images.amin()) == 0.0:
+        raise DataError(f"{name}: every training pixel has the same value; there is nothing to learn")
+
+
+class Trainer:
+    def __init__(self, model: Autoencoder, train_set, val_set, run_cfg: RunConfig, run_dir: str | Path, *,
+                 task: Task, device: torch.device, callbacks: Callbacks | None = None):
+        self.model = model
+        self.train_set = train_set
+        self.val_set = val_set
+        self.cfg = run_cfg
+        self.tcfg = run_cfg.train
+        self.run_dir = Path(run_dir)
+        self.task = task
+        self.device = device
+        self.callbacks = callbacks or Callbacks()
+        self.rank, self.world = dist_info()
+        self.is_main = self.rank == 0
+        self._stop_requested = False
+
+        if self.tcfg.batch_size % self.world:
+            raise ConfigError(
+                f"--batch-size {self.tcfg.batch_size} is the global batch and must divide evenly "
+                f"across {self.world} processes"
+            )
+        self.local_batch = self.tcfg.batch_size // self.world
+        self.memory_format = (torch.channels_last if self.tcfg.channels_last else torch.contiguous_format)
+        self.model.to(device=device, memory_format=self.memory_format)
+        self.forward = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            # Models with parts that a step does not use (the AAE's discriminator during the
+            # reconstruction update) need unused parameters tolerated.
+            self.forward = DDP(self.model, device_ids=ids,
+                               find_unused_parameters=self.model.has_unused_parameters)
+        self.optimizers = self.model.configure_optimizers(self.tcfg.lr, self.tcfg.weight_decay)
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tcfg.precision, "bad")
+        if self.amp_dtype == "bad":
+            raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.tcfg.precision!r}")
+        if self.amp_dtype is torch.float16 and device.type != "cuda":
+            raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.n_train = len(train_set)
+        self.batches_per_epoch = math.ceil(self._local_count() / self.local_batch)
+        self.total_steps = self.batches_per_epoch * self.tcfg.epochs
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: list[dict] = []
+        self._resume_noise_state: torch.Tensor | None = None
+
+    # -- control ---------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to save a checkpoint and return at the next step boundary (Ctrl-C)."""
+        self._stop_requested = True
+
+    def _local_count(self) -> int:
+        return math.ceil(self.n_train / self.world)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        """This process's sample order for ``epoch``: torch's DistributedSampler, reseeded per epoch."""
+        sampler = DistributedSampler(range(self.n_train), num_replicas=self.world, rank=self.rank,
+                                     shuffle=True, seed=self.tcfg.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+
+    # -- state -----------------------------------------------------------------------------
+    def _optimizer_state(self, noise_gen: torch.Generator | None) -> dict:
+        state = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        extra = {"noise_generator": noise_gen.get_state() if noise_gen is not None else torch.empty(0, dtype=torch.uint8)}
+        if self.scaler is not None:
+            extra["scaler"] = self.scaler.state_dict()
+        return {"optimizers": state, "extra": extra}
+
+    def save_checkpoint(self, noise_gen: torch.Generator | None) -> Path | None:
+        if not self.is_main:
+            return None
+        trainer_state = {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+                         "seed": self.tcfg.seed, "world": self.world}
+        path = ckpt.write_checkpoint(self.run_dir, self.model, trainer_state, self._optimizer_state(noise_gen))
+        ckpt.save_weights(self.model, self.run_dir / ckpt.WEIGHTS_NAME)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint; False when there is none."""
+        for path in reversed(ckpt.list_checkpoints(self.run_dir)):
+            try:
+                state, optim = ckpt.read_checkpoint(path)
+                ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
+            except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
+                log.warning("skipping checkpoint %s: %s", path.name, err)
+                continue
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(optim["optimizers"][name])
+            if self.scaler is not None and "scaler" in optim["extra"]:
+                self.scaler.load_state_dict(optim["extra"]["scaler"])
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            self.batch_in_epoch = int(state["batch_in_epoch"])
+            self._resume_noise_state = optim["extra"]["noise_generator"]
+            if int(state.get("world", 1)) != self.world and self.batch_in_epoch:
+                log.warning("resuming mid-epoch with %d processes instead of %d: the rest of the epoch "
+                            "is re-sharded", self.world, state.get("world"))
+            self.history = [r for r in read_metrics(self.run_dir) if r["epoch"] < self.epoch]
+            log.info("resumed from %s (epoch %d, step %d)", path.name, self.epoch, self.step)
+            return True
+        return False
+
+    # -- the loop --------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def _set_lr(self) -> float:
+        lr = get_lr(self.step, base_lr=self.tcfg.lr, total_steps=self.total_steps,
+                    warmup_steps=self.tcfg.warmup_steps, min_lr_ratio=self.tcfg.min_lr_ratio,
+                    schedule=self.tcfg.schedule)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def fit(self, *, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
+        check_training_images(self.train_set.images, self.cfg.data.dataset)
+        if resume:
+            self.resume()
+        if self.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
+            ckpt.atomic_write_text(self.run_dir / ckpt.METRICS_NAME, "")
+        elif self.is_main:  # drop metrics of epochs the checkpoint does not include
+            ckpt.atomic_write_text(self.run_dir / ckpt.METRICS_NAME,
+                                   "".join(json.dumps(r) + "\n" for r in self.history))
+        interrupted = False
+        last_epoch = self.tcfg.epochs if stop_after_epoch is None else min(stop_after_epoch, self.tcfg.epochs)
+        while self.epoch < last_epoch:
+            interrupted = not self._run_epoch()
+            if interrupted:
+                break
+        return TrainResult(self.epoch, self.step, interrupted, self.history)
+
+    def _run_epoch(self) -> bool:
+        """One epoch (or the rest of one); False when stopped early by request."""
+        epoch = self.epoch
+        order = self._epoch_order(epoch)
+        noise_gen = seeded_generator(self.tcfg.seed, epoch, self.device, stream=self.rank + 1)
+        if self._resume_noise_state is not None and self.batch_in_epoch:
+            noise_gen.set_state(self._resume_noise_state)
+        self._resume_noise_state = None
+        images, labels = self.train_set.images, self.train_set.labels
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        lr = self._set_lr()
+        started = time.perf_counter()
+        if self.callbacks.on_epoch_start:
+            self.callbacks.on_epoch_start(epoch, self.batches_per_epoch - self.batch_in_epoch)
+        for b in range(self.batch_in_epoch, self.batches_per_epoch):
+            if self._stop_requested or (self.callbacks.should_stop and self.callbacks.should_stop()):
+                self.save_checkpoint(noise_gen)
+                return False
+            idx = order[b * self.local_batch:(b + 1) * self.local_batch]
+            clean = self._to_device(images[idx])
+            y = labels[idx].to(self.device) if labels is not None else None
+            batch = self.task.make_batch(clean, y, noise_gen)
+            batch.x = batch.x.contiguous(memory_format=self.memory_format)
+            lr = self._set_lr()
+            step_ctx = StepContext(forward=self.forward, generator=noise_gen, autocast=self._autocast,
+                                   scaler=self.scaler)
+            try:
+                losses = self.model.training_step(batch, self.optimizers, step_ctx)
+            except TrainingError as err:
+                good = ckpt.list_checkpoints(self.run_dir)
+                where = f"last good checkpoint: {good[-1]}" if good else "no checkpoint was written yet"
+                raise TrainingError(
+                    f"training stopped at step {self.step} (epoch {epoch + 1}): {err}; {where}. "
+                    "Lower --lr, or check the data for broken images"
+                ) from None
+            n = idx.numel()
+            for k, v in _with_total(losses).items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * n
+            seen += n
+            self.step += 1
+            self.batch_in_epoch = b + 1
+            if self.callbacks.on_step:
+                self.callbacks.on_step(StepInfo(epoch, self.step, b + 1, self.batches_per_epoch,
+                                                {k: float(v) for k, v in _with_total(losses).items()}, lr))
+        seconds = time.perf_counter() - started
+        train_means = _reduce_means(sums, seen)
+        val = self.validate()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        record = {"epoch": self.epoch, "step": self.step, "lr": lr, "train": train_means, "val": val,
+                  "seconds": round(seconds, 3), "images_per_second": round(seen * self.world / max(seconds, 1e-9), 1)}
+        self.history.append(record)
+        if self.is_main:
+            with open(self.run_dir / ckpt.METRICS_NAME, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            self.save_checkpoint(None)
+        if self.callbacks.on_epoch:
+            self.callbacks.on_epoch(record)
+        return True
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Loss parts on the validation split, with fixed noise so that epochs compare."""
+        return evaluate_losses(self.model, self.val_set, self.task, seed=self.tcfg.seed, device=self.device,
+                               memory_format=self.memory_format)
+
+
+@torch.inference_mode()
+def evaluate_losses(model: Autoencoder, data, task: Task, *, seed: int, device: torch.device,
+                    memory_format=torch.contiguous_format, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """Mean loss parts over a whole split.  Uses a sample from q(z|x), as the ELBO does."""
+    was_training = model.training
+    model.eval()
+    gen = seeded_generator(seed, -1, device, stream=99)
+    sums: dict[str, torch.Tensor] = {}
+    n_total = 0
+    for start in range(0, len(data), batch_size):
+        clean = data.images[start:start + batch_size].to(device).contiguous(memory_format=memory_format)
+        y = data.labels[start:start + batch_size].to(device) if data.labels is not None else None
+        batch = task.make_batch(clean, y, gen)
+        out = model(batch, gen)
+        losses = model.loss(batch, out)
+        n = clean.shape[0]
+        for k, v in _with_total(losses).items():
+            sums[k] = sums.get(k, 0.0) + v.float() * n
+        n_total += n
+    model.train(was_training)
+    return _reduce_means(sums, n_total, distributed=False)
+
+
+def _with_total(losses: Losses) -> dict[str, torch.Tensor]:
+    return {"total": losses.total, **losses.parts}
+
+
+def _reduce_means(sums: dict[str, torch.Tensor], count: int, distributed: bool = True) -> dict[str, float]:
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys] +
+                         [torch.tensor(float(count), dtype=torch.float64)])
+    if distributed and dist_info()[1] > 1:
+        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        packed = packed.to(backend_device)
+        dist.all_reduce(packed)
+        packed = packed.cpu()
+    total = float(packed[-1])
+    return {k: float(packed[i]) / max(total, 1.0) for i, k in enumerate(keys)}
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / ckpt.METRICS_NAME
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: everything before it is whole
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
+
+
+def config_record(cfg: RunConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,135 @@
+"""The contract every registered model keeps, checked on tiny configs on the CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import aekit
+from aekit.config import RunConfig
+from aekit.errors import ConfigError
+from aekit.fileio import atomic_write_text
+from aekit.models import Batch
+from aekit.registry import build_model, lookup, model_names
+from aekit.train.checkpoint import save_weights
+
+SHAPE = (1, 12, 12)
+
+
+def tiny(name: str, in_shape=SHAPE, **overrides):
+    config_cls, _ = lookup(name)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {"in_shape": in_shape}
+    if "num_classes" in names:
+        values["num_classes"] = 3
+    if "hidden" in names:
+        values["hidden"] = (32,) if isinstance(config_cls().hidden, tuple) else 32
+    if "latent_dim" in names and name != "conv-ae":
+        values["latent_dim"] = 4
+    values.update(overrides)
+    torch.manual_seed(0)
+    return build_model(name, config_cls(**values))
+
+
+def make_batch(model, n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand((n, *model.out_shape), generator=g)
+    x = torch.rand((n, *model.in_shape), generator=g) if model.in_shape != model.out_shape else target
+    y = torch.arange(n) % model.num_classes if model.conditional else None
+    return Batch(x=x, target=target, y=y)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_shapes_and_contract(name):
+    model = tiny(name)
+    batch = make_batch(model)
+    posterior = model.encode(batch.x, batch.y)
+    assert posterior.mode().shape == (6, model.latent_dim)
+    assert posterior.sample().shape == (6, model.latent_dim)
+    assert posterior.kl().shape == (6,)
+    assert (posterior.logvar is not None) == model.variational
+    out = model(batch)
+    assert out.logits.shape == (6, *model.out_shape)
+    x_hat = model.decode(posterior.mode(), batch.y)
+    assert x_hat.shape == (6, *model.out_shape)
+    assert 0 <= float(x_hat.min()) and float(x_hat.max()) <= 1
+    assert model.reconstruct(batch.x, batch.y).shape == (6, *model.out_shape)
+    if model.generative:
+        assert model.sample(5).shape == (5, *model.out_shape)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_loss_is_finite_and_backpropagates(name):
+    model = tiny(name)
+    batch = make_batch(model)
+    losses = model.loss(batch, model(batch))
+    assert torch.isfinite(losses.total)
+    assert "recon" in losses.parts
+    losses.total.backward()
+    trained = [p for n, p in model.named_parameters() if not n.startswith("discriminator")]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained)
+    assert any(float(p.grad.abs().sum()) > 0 for p in trained)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_save_and_load_give_identical_outputs(name, tmp_path):
+    model = tiny(name).eval()
+    cfg = RunConfig(model=name, model_config=dataclasses.asdict(model.config), in_shape=model.in_shape,
+                    out_shape=model.out_shape)
+    atomic_write_text(tmp_path / "config.json", cfg.to_json())
+    save_weights(model, tmp_path / "model.safetensors")
+    loaded = aekit.load(tmp_path)
+    batch = make_batch(model)
+    assert type(loaded) is type(model)
+    assert torch.equal(model.reconstruct(batch.x, batch.y), loaded.reconstruct(batch.x, batch.y))
+    assert torch.equal(model.encode(batch.x, batch.y).mode(), loaded.encode(batch.x, batch.y).mode())
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_one_batch_can_be_overfit(name):
+    model = tiny(name)
+    batch = make_batch(model, n=8)
+    opts = model.configure_optimizers(3e-3, 0.0)
+    g = torch.Generator().manual_seed(0)
+    from aekit.models.base import StepContext
+
+    first = float(model.loss(batch, model(batch, g)).parts["recon"])
+    for _ in range(300):
+        model.training_step(batch, opts, StepContext(forward=model, generator=g))
+    model.eval()
+    last = float(model.loss(batch, model(batch, g)).parts["recon"])
+    # Uniform-noise targets: the floor of BCE is their entropy, so compare against the start.
+    entropy = float(torch.nn.functional.binary_cross_entropy(batch.target, batch.target, reduction="sum")) / 8
+    assert last - entropy < 0.5 * (first - entropy), (first, last, entropy)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_rgb_and_other_sizes(name):
+    model = tiny(name, in_shape=(3, 16, 20))
+    batch = make_batch(model, n=2)
+    assert model(batch).logits.shape == (2, *model.out_shape)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_wrong_shape_is_a_clear_error(name):
+    model = tiny(name)
+    wrong = torch.rand(2, 1, 13, 13)
+    with pytest.raises(ConfigError, match=r"expects images of shape"):
+        model.encode(wrong, torch.zeros(2, dtype=torch.long) if model.conditional else None)
+
+
+def test_too_small_images_say_what_works():
+    with pytest.raises(ConfigError, match="at least 8x8"):
+        tiny("conv-ae", in_shape=(1, 4, 4))
+    with pytest.raises(ConfigError, match="1 \\(grey\\) or 3 \\(RGB\\)"):
+        tiny("dense-ae", in_shape=(2, 8, 8))
+
+
+def test_conv_ae_has_the_lessons_layers():
+    model = build_model("conv-ae", lookup("conv-ae")[0]())
+    # Keras summary of the lesson's model: 4,385 trainable parameters, a 4x4x8 code.
+    assert sum(p.numel() for p in model.parameters()) == 4385
+    assert model.code_shape == (8, 4, 4)
+    assert model.encode(torch.rand(1, 1, 28, 28)).mode().shape == (1, 128)
