@@ -35,6 +35,8 @@ class ConvAEConfig:
 
 @register("conv-ae", ConvAEConfig)
 class ConvAE(Autoencoder):
+    """The lesson's conv autoencoder (16-8-8 to a 4x4x8 code), optionally with a dense bottleneck."""
+
     def __init__(self, config: ConvAEConfig):
         super().__init__(config)
         c, h, w = self.in_shape

@@ -42,6 +42,8 @@ class _GaussianHeads(nn.Module):
 
 @register("vae", VAEConfig)
 class VAE(Autoencoder):
+    """The lesson's fully connected VAE: 784-512-latent, Gaussian posterior, Bernoulli decoder."""
+
     variational = True
     generative = True
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import AekitError
+from .. import __version__
+from ..errors import AekitError
 
 log = logging.getLogger("aekit")
 
@@ -85,7 +85,7 @@ class _Progress:
 
 
 def _print_metrics(metrics: dict, as_json: bool = False) -> None:
-    from .eval.evaluate import METRIC_LABELS
+    from ..eval.evaluate import METRIC_LABELS
 
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
@@ -130,8 +130,8 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
 def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, seed, out, resume, data_dir,
           image_size, channels, device, precision, task, noise, scale, stop_after_epoch, no_progress):
     """Train a model; writes a run folder with weights, metrics and figures."""
-    from . import api
-    from .train.loop import Callbacks, dist_info
+    from .. import api
+    from ..train.loop import Callbacks, dist_info
 
     rank, _ = dist_info()
     stop = {"requested": False}
@@ -145,7 +145,7 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
     previous = signal.signal(signal.SIGINT, on_sigint)
     total_epochs = epochs or 10
     if resume is not None and epochs is None:
-        from .train.checkpoint import read_run_config
+        from ..train.checkpoint import read_run_config
 
         total_epochs = read_run_config(resume).train.epochs
     progress = _Progress(total_epochs, enabled=rank == 0 and not no_progress)
@@ -186,7 +186,7 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(run_dir, dataset, data_dir, device, as_json):
     """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs."""
-    from . import api
+    from .. import api
 
     metrics = api.evaluate(run_dir, dataset=dataset, data_dir=data_dir, device=device)
     if not as_json:
@@ -197,7 +197,7 @@ def evaluate(run_dir, dataset, data_dir, device, as_json):
 @main.command()
 def models():
     """List the model families."""
-    from .registry import lookup, model_names
+    from ..registry import lookup, model_names
 
     for name in model_names():
         _, cls = lookup(name)
@@ -208,7 +208,20 @@ def models():
 @main.command()
 def datasets():
     """List the datasets that can be named with --dataset."""
-    from .data import DATASETS
+    from ..data import DATASETS
 
     for name, text in DATASETS.items():
         click.echo(f"{name:<16} {text}")
+
+
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (cli/<topic>.py) add themselves to ``main``."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_command_modules()
