@@ -16,6 +16,14 @@ from aekit.registry import build_model, lookup, model_names
 from aekit.train.checkpoint import save_weights
 
 SHAPE = (1, 12, 12)
+# Narrower layers for the bigger families, so every test here stays fast on a CPU.
+TINY_LAYERS = {
+    "aae": {"channels": (8, 16), "disc_hidden": (32, 32)},
+    "cvae": {"channels": (8, 16)},
+    "dn": {"channels": (16, 16)},
+    "sr": {"channels": (16, 16), "tail": 8},
+    "sr-lesson": {"channels": (16, 16)},
+}
 
 
 def tiny(name: str, in_shape=SHAPE, **overrides):
@@ -28,6 +36,7 @@ def tiny(name: str, in_shape=SHAPE, **overrides):
         values["hidden"] = (32,) if isinstance(config_cls().hidden, tuple) else 32
     if "latent_dim" in names and name != "conv-ae":
         values["latent_dim"] = 4
+    values.update(TINY_LAYERS.get(name, {}))
     values.update(overrides)
     torch.manual_seed(0)
     return build_model(name, config_cls(**values))

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,25 @@ from .fileio import atomic_write_text
 from .registry import config_from_dict, lookup
 from .tasks import make_task
 from .train import checkpoint as ckpt
-from .train.loop import Callbacks, Trainer, TrainResult, dist_info
+from .train.distributed import dist_info, rank0_then_broadcast, session
+from .train.loop import Callbacks, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
 TEST_METRICS_NAME = "test_metrics.json"
+# The model a task trains when none is named: the lesson's conv VAE for plain reconstruction,
+# and for the image-to-image tasks the models built for them (models/denoise.py, models/sr.py).
+DEFAULT_MODELS = {"reconstruct": "conv-vae", "denoise": "dn", "super-resolution": "sr"}
+# A streamed training split has no images tensor; the report gets this many of its images
+# decoded into memory (it shows samples around the codes of a few thousand training images).
+REPORT_TRAIN_IMAGES = 2000
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     result: TrainResult
-    test_metrics: dict[str, float] | None
+    test_metrics: dict[str, Any] | None  # metric -> value, plus "baselines" for task runs
 
 
 def default_run_dir(model: str, dataset: str, root: str | Path = "runs") -> Path:
@@ -73,15 +79,37 @@ def build_model_config(model: str, in_shape, options: dict[str, Any], *, num_cla
     return config_from_dict(model, values)
 
 
-def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path | None = None,
+def train(*, model: str | None = None, dataset: str = "mnist-5k", out: str | Path | None = None,
           resume: str | Path | None = None, epochs: int | None = None, batch_size: int | None = None,
           lr: float | None = None, seed: int | None = None, device: str | None = None,
           data_dir: str | None = None, image_size: int | None = None, channels: int | None = None,
           task: str = "reconstruct", noise: str | None = None, scale: int | None = None,
           precision: str | None = None, model_options: dict[str, Any] | None = None,
           callbacks: Callbacks | None = None, stop_after_epoch: int | None = None,
-          evaluate_test: bool = True, write_report: bool = True) -> RunResult:
-    """Train ``model`` on ``dataset`` into a run folder (or continue the run in ``resume``)."""
+          evaluate_test: bool = True, write_report: bool = True, stream: bool | None = None,
+          workers: int | None = None) -> RunResult:
+    """Train ``model`` on ``dataset`` into a run folder (or continue the run in ``resume``).
+
+    ``model=None`` trains the task's default model (:data:`DEFAULT_MODELS`).
+
+    Under torchrun (RANK, WORLD_SIZE and LOCAL_RANK in the environment) every process calls
+    this: it joins the process group for the run (NCCL on GPUs, gloo on CPUs) and leaves it at
+    the end; rank 0 names the run folder and writes every file.  ``stream`` reads a
+    ``folder:PATH`` training split from disk in ``workers`` DataLoader processes (None: only
+    when the folder decodes to more than 1 GiB).
+    """
+    args = dict(locals())
+    wanted = device
+    if wanted is None:
+        wanted = ckpt.read_run_config(resume).train.device if resume is not None else "auto"
+    with session(ckpt.resolve_device(wanted)) as dev:
+        return _train(dev, **args)
+
+
+def _train(dev: torch.device, *, model, dataset, out, resume, epochs, batch_size, lr, seed, device, data_dir,
+           image_size, channels, task, noise, scale, precision, model_options, callbacks, stop_after_epoch,
+           evaluate_test, write_report, stream, workers) -> RunResult:
+    """:func:`train` inside the process group, on ``dev`` (this process's device)."""
     from .data import load_dataset
 
     rank, world = dist_info()
@@ -94,10 +122,14 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
             cfg.train.device = device
         if data_dir is not None:
             cfg.data.data_dir = data_dir
+        if workers is not None:
+            cfg.train.num_workers = workers
     else:
+        if model is None:
+            model = DEFAULT_MODELS.get(task, DEFAULT_MODELS["reconstruct"])
         tcfg = TrainConfig()
         for key, value in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                           "device": device, "precision": precision}.items():
+                           "device": device, "precision": precision, "num_workers": workers}.items():
             if value is not None:
                 setattr(tcfg, key, value)
         dcfg = DataConfig(dataset=dataset, data_dir=data_dir, image_size=image_size, channels=channels,
@@ -108,6 +140,8 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
     check_positive("--epochs", cfg.train.epochs, integer=True)
     check_positive("--batch-size", cfg.train.batch_size, integer=True)
     check_positive("--lr", cfg.train.lr)
+    if cfg.train.num_workers < 0:
+        raise ConfigError(f"--workers must be 0 (decode in the training process) or more, got {cfg.train.num_workers}")
     task_obj = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
     if cfg.data.image_size is not None:
         check_positive("--image-size", cfg.data.image_size, integer=True)
@@ -115,7 +149,7 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
         raise ConfigError(f"--channels must be 1 or 3, got {cfg.data.channels}")
 
     splits = load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                          channels=cfg.data.channels, seed=cfg.train.seed)
+                          channels=cfg.data.channels, seed=cfg.train.seed, stream=stream)
     target_shape = splits.in_shape
     in_shape = task_obj.input_shape(target_shape)
     if resume is None:
@@ -123,19 +157,19 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
                                        scale=task_obj.scale)
         cfg.model_config = dataclasses.asdict(model_cfg)
         cfg.in_shape, cfg.out_shape, cfg.classes = tuple(in_shape), tuple(target_shape), list(splits.classes)
-        run_dir = Path(out) if out is not None else default_run_dir(model, dataset)
-        if rank == 0:
-            prepare_run_dir(run_dir)
-            atomic_write_text(run_dir / ckpt.CONFIG_NAME, cfg.to_json())
+
+        def create_run_dir() -> Path:
+            path = Path(out) if out is not None else default_run_dir(model, dataset)
+            prepare_run_dir(path)
+            atomic_write_text(path / ckpt.CONFIG_NAME, cfg.to_json())
+            return path
+
+        # Rank 0 names and creates the folder (the default name holds the time, which the ranks
+        # would not agree on) and tells the others; its errors are raised on every rank.
+        run_dir = rank0_then_broadcast(create_run_dir)
     elif tuple(cfg.out_shape) != tuple(target_shape):
         raise CheckpointError(f"{run_dir}: the run was trained on images of shape {tuple(cfg.out_shape)}, "
                               f"but {cfg.data.dataset} now loads as {tuple(target_shape)}")
-    if world > 1:
-        torch.distributed.barrier()
-    dev = ckpt.resolve_device(cfg.train.device)
-    if world > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-        torch.cuda.set_device(dev)
     torch.manual_seed(cfg.train.seed)  # weight initialisation
     net = ckpt.build_from_config(cfg)
     if tuple(net.out_shape) != tuple(target_shape):
@@ -154,6 +188,11 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
             from .eval.evaluate import evaluate_model
 
             test_metrics = evaluate_model(net, splits.test, task_obj, seed=cfg.train.seed)
+            if task_obj.kind != "reconstruct":
+                from .eval.tasks import evaluate_task_baselines
+
+                test_metrics["baselines"] = evaluate_task_baselines(task_obj, splits.val, splits.test,
+                                                                    seed=cfg.train.seed)
             atomic_write_text(run_dir / TEST_METRICS_NAME, json.dumps(test_metrics, indent=2))
         save_reconstructions(net, splits.test, task_obj, run_dir / "reconstructions.png", seed=cfg.train.seed)
         if write_report:
@@ -162,6 +201,8 @@ def train(*, model: str = "conv-vae", dataset: str = "mnist-5k", out: str | Path
             except ImportError:  # the report module is optional while it is being built
                 _write_report = None
             if _write_report is not None:
+                if not isinstance(getattr(splits.train, "images", None), torch.Tensor):  # streamed
+                    splits = dataclasses.replace(splits, train=splits.train.load(REPORT_TRAIN_IMAGES))
                 _write_report(run_dir, model=net, splits=splits)
     return RunResult(run_dir, result, test_metrics)
 
@@ -188,8 +229,13 @@ def save_reconstructions(model, data, task, path: Path, *, n: int = 10, seed: in
 
 
 def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-             device: str = "auto", split: str = "test") -> dict[str, float]:
-    """Metrics of a trained run on a dataset's test split (its own dataset unless ``dataset``)."""
+             device: str = "auto", split: str = "test") -> dict[str, Any]:
+    """Metrics of a trained run on a dataset's test split (its own dataset unless ``dataset``).
+
+    For denoise and super-resolution runs the result also holds "baselines": {name: {"psnr",
+    "ssim", ...}} for the noisy input and the classical denoisers (tuned on validation
+    images), or for nearest/bilinear/bicubic enlargement, scored on the same images.
+    """
     from .data import load_dataset
     from .eval.evaluate import evaluate_model
 
@@ -204,4 +250,12 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
     if tuple(splits.in_shape) != tuple(cfg.out_shape):
         raise ConfigError(f"{name} images are {splits.in_shape}, the model was trained on {tuple(cfg.out_shape)}")
     data = getattr(splits, split)
-    return evaluate_model(model, data, task, seed=cfg.train.seed)
+    metrics = evaluate_model(model, data, task, seed=cfg.train.seed)
+    if task.kind != "reconstruct":
+        from .eval.tasks import evaluate_task_baselines
+
+        # Tuning images must not be the scored ones: when the validation split is scored,
+        # the filters are tuned on training images instead.
+        tuning = splits.train if split == "val" else splits.val
+        metrics["baselines"] = evaluate_task_baselines(task, tuning, data, seed=cfg.train.seed)
+    return metrics

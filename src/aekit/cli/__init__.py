@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
 
 from .. import __version__
+from ..config import TrainConfig
 from ..errors import AekitError
 
 log = logging.getLogger("aekit")
@@ -90,6 +94,8 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
+    baselines = metrics.get("baselines")
+    metrics = {k: v for k, v in metrics.items() if k != "baselines"}
     width = max(len(METRIC_LABELS.get(k, k)) for k in metrics)
     ordered = [k for k in METRIC_LABELS if k in metrics] + [k for k in metrics if k not in METRIC_LABELS]
     for key in ordered:
@@ -97,18 +103,37 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         label = METRIC_LABELS.get(key, key)
         text = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
         click.echo(f"  {label:<{width}}  {text}")
+    if baselines:
+        _print_baselines(metrics, baselines)
+
+
+def _print_baselines(model_metrics: dict, baselines: dict) -> None:
+    """The model's PSNR and SSIM above the baselines', scored on the same images."""
+    tuned = any(b.get("param") is not None for b in baselines.values())
+    click.echo("baselines on the same images" + (" (parameters tuned on validation images):" if tuned else ":"))
+    rows = [("this model", model_metrics.get("psnr_db"), model_metrics.get("ssim"), None, model_metrics.get("n"))]
+    rows += [(name, b.get("psnr"), b.get("ssim"), b.get("param"), b.get("n")) for name, b in baselines.items()]
+    width = max(len(r[0]) for r in rows)
+    click.echo(f"  {'':<{width}}  {'PSNR (dB)':>9}  {'SSIM':>6}  {'images':>6}  parameter")
+    for name, psnr, ssim, param, n in rows:
+        psnr_text = "-" if psnr is None else f"{psnr:.2f}"
+        ssim_text = "-" if ssim is None else f"{ssim:.4f}"
+        n_text = "" if n is None else str(n)
+        click.echo(f"  {name:<{width}}  {psnr_text:>9}  {ssim_text:>6}  {n_text:>6}  {'' if param is None else param}")
 
 
 @main.command()
-@click.option("--model", default="conv-vae", show_default=True, help="Model name (see `aekit models`).")
+@click.option("--model", default=None,
+              help="Model name (see `aekit models`)  [default: conv-vae; dn for --task denoise, "
+                   "sr for --task super-resolution]")
 @click.option("--dataset", default="mnist-5k", show_default=True,
               help="Dataset name (see `aekit datasets`) or folder:PATH.")
 @click.option("--latent-dim", type=int, default=None, help="Size of the latent code (model default if omitted).")
 @click.option("--beta", type=float, default=None, help="Weight of the KL term for VAEs (beta-VAE).")
 @click.option("--loss", "recon_loss", type=click.Choice(["bce", "mse"]), default=None,
               help="Reconstruction loss, summed over pixels.")
-@click.option("--epochs", type=int, default=None, help="Epochs to train  [default: 10]")
-@click.option("--batch-size", type=int, default=None, help="Global batch size  [default: 128]")
+@click.option("--epochs", type=int, default=None, help="Epochs to train  [default: 15]")
+@click.option("--batch-size", type=int, default=None, help="Global batch size  [default: 64]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW)  [default: 0.001]")
 @click.option("--seed", type=int, default=None, help="Seed for initialisation, splits and noise  [default: 0]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -127,23 +152,43 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
 @click.option("--stop-after-epoch", type=int, default=None,
               help="Stop (resumably) after this epoch, e.g. to split a long run into sessions.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch only).")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train with N processes (DistributedDataParallel): runs this command under torchrun.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes decoding a streamed folder  [default: 0]")
+@click.option("--stream/--no-stream", default=None,
+              help="Read a folder:PATH training split from disk while training  [default: if it decodes to > 1 GiB]")
 def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, seed, out, resume, data_dir,
-          image_size, channels, device, precision, task, noise, scale, stop_after_epoch, no_progress):
-    """Train a model; writes a run folder with weights, metrics and figures."""
-    from .. import api
-    from ..train.loop import Callbacks, dist_info
+          image_size, channels, device, precision, task, noise, scale, stop_after_epoch, no_progress, nproc,
+          workers, stream):
+    """Train a model; writes a run folder with weights, metrics and figures.
 
-    rank, _ = dist_info()
-    stop = {"requested": False}
+    Distributed: `aekit train --nproc N ...` on one machine, or
+    `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT] -m aekit train ...`.
+    """
+    from .. import api
+    from ..train.distributed import launched_by_torchrun
+    from ..train.loop import Callbacks
+
+    if nproc is not None and nproc > 1:
+        if launched_by_torchrun():
+            raise click.UsageError("--nproc starts torchrun itself; under torchrun, leave it out")
+        sys.exit(_run_under_torchrun(click.get_current_context(), nproc))
+    # The process group does not exist yet (api.train joins it), so read the rank torchrun set.
+    rank = int(os.environ.get("RANK", "0"))
+    stop = {"requested": False, "at": 0.0}
 
     def on_sigint(signum, frame):
+        if stop["requested"] and time.monotonic() - stop["at"] < 1.0:
+            return  # under torchrun one Ctrl-C arrives twice: from the terminal and from the launcher
         if stop["requested"]:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
-        stop["requested"] = True
-        click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+        stop["requested"], stop["at"] = True, time.monotonic()
+        if rank == 0:
+            click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    total_epochs = epochs or 10
+    total_epochs = epochs or TrainConfig.epochs
     if resume is not None and epochs is None:
         from ..train.checkpoint import read_run_config
 
@@ -159,7 +204,8 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
         run = api.train(model=model, dataset=dataset, out=out, resume=resume, epochs=epochs, batch_size=batch_size,
                         lr=lr, seed=seed, device=device, data_dir=data_dir, image_size=image_size,
                         channels=channels, task=task, noise=noise, scale=scale, precision=precision,
-                        model_options=options, callbacks=callbacks, stop_after_epoch=stop_after_epoch)
+                        model_options=options, callbacks=callbacks, stop_after_epoch=stop_after_epoch,
+                        stream=stream, workers=workers)
     finally:
         signal.signal(signal.SIGINT, previous)
         if progress.bar is not None:
@@ -176,6 +222,53 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
     if stop_after_epoch is not None and run.test_metrics is None:
         click.echo(f"stopped after epoch {run.result.epochs_done}; continue with: aekit train --resume {run.run_dir}")
     click.echo(f"run folder: {run.run_dir}")
+
+
+def _command_line(ctx: click.Context, *, leave_out: str) -> list[str]:
+    """The arguments that reproduce ``ctx``'s command (its group's options too), without ``leave_out``.
+
+    Rebuilt from the parsed values rather than taken from sys.argv, which holds something else
+    when the command is invoked from Python (click's test runner, a notebook).
+    """
+    def options(c: click.Context) -> list[str]:
+        out: list[str] = []
+        for param in c.command.params:
+            value = c.params.get(param.name)
+            if not isinstance(param, click.Option) or param.name == leave_out or value is None:
+                continue
+            if param.is_flag:
+                if value:
+                    out.append(param.opts[0])
+                elif param.secondary_opts:
+                    out.append(param.secondary_opts[0])
+                continue
+            for item in value if param.multiple else [value]:
+                out += [param.opts[0], str(item)]
+        return out
+
+    parent = options(ctx.parent) if ctx.parent is not None else []
+    return [*parent, ctx.info_name, *options(ctx)]
+
+
+def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
+    """Run the same command in ``nproc`` processes started by torch's launcher; its exit status."""
+    from ..train.distributed import threads_per_process
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "aekit", *_command_line(ctx, leave_out="nproc")]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))  # else torchrun picks 1
+    log.info("launching: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env)
+    # Ctrl-C reaches torchrun and its workers directly (same process group); torchrun then
+    # shuts the workers down, so this process only waits.  A SIGTERM is passed on.
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 @main.command()

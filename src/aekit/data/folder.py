@@ -66,27 +66,49 @@ def _skip(path: Path, error: DataError, *, strict: bool, skipped: list[str]) -> 
     skipped.append(path.name)
 
 
-def load_folder(
+@dataclass
+class FolderPlan:
+    """What the files of a folder will decode to, known from their headers alone.
+
+    Both ways of reading a folder use it: :func:`load_folder` decodes every file into one
+    array, :class:`~aekit.data.stream.StreamingImageSet` decodes them one at a time in
+    DataLoader workers.  Sharing the plan (and :func:`decode_file`) keeps the two
+    pixel-identical: the same files, the same size, the same channels.
+    """
+
+    root: Path
+    files: list[Path]  # readable by header, in scan order
+    labels: np.ndarray | None  # (N,) int64, or None when unlabelled
+    classes: list[str]
+    channels: int
+    size: tuple[int, int]  # (H, W) of every decoded image
+    skipped: list[str]  # names of files whose header could not be read
+    max_pixels: int = MAX_PIXELS
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the whole folder takes once decoded to float32."""
+        return len(self.files) * self.channels * self.size[0] * self.size[1] * 4
+
+
+def plan_folder(
     root: str | Path,
     *,
     image_size: int | None = None,
     channels: int | None = None,
     strict: bool = False,
     max_pixels: int = MAX_PIXELS,
-) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """Read every image under ``root``: float32 (N, C, H, W) in [0, 1], labels (N,) or None, classes.
+) -> FolderPlan:
+    """Scan ``root`` and read every image's header (no pixels) to fix the output size and channels.
 
     Size: ``image_size`` squared if given, else the common size of all images (differing
     sizes raise DataError asking for --image-size).  Channels: ``channels`` if given, else 1
-    when every image is grey, else 3.  Unreadable or oversized images are skipped with one
-    logged warning giving their count (DataError instead when ``strict``); a folder with no
-    readable image, or fewer than three, raises DataError.
+    when every image is grey, else 3.  Files whose header cannot be read are skipped (listed in
+    ``skipped``; DataError instead when ``strict``).
     """
     root = Path(root).expanduser()
     scan = scan_folder(root)
     skipped: list[str] = []
-
-    # 1. Headers only: sizes and modes decide the output shape before any pixel is decoded.
     headers: list[tuple[int, Path, tuple[int, int], str]] = []
     for i, path in enumerate(scan.files):
         try:
@@ -110,28 +132,66 @@ def load_folder(
         size = headers[0][2]
     if channels is None:
         channels = 1 if all(mode in GREY_MODES for *_, mode in headers) else 3
+    labels = None if scan.labels is None else np.asarray([scan.labels[i] for i, *_ in headers], dtype=np.int64)
+    return FolderPlan(root, [path for _, path, _, _ in headers], labels, scan.classes, channels, size,
+                      skipped, max_pixels)
 
-    # 2. Decode into one preallocated array; files that fail now (truncated data) are skipped too.
-    images = np.empty((len(headers), channels, *size), dtype=np.float32)
-    kept: list[int] = []
-    for i, path, _, _ in headers:
-        try:
-            with open_image(path, max_pixels=max_pixels) as image:
-                images[len(kept)] = decode_image(image, channels=channels, size=size, source=str(path))
-            kept.append(i)
-        except DataError as e:
-            _skip(path, e, strict=strict, skipped=skipped)
 
+def decode_file(path: str | Path, *, channels: int, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file as float32 (channels, H, W) in [0, 1]: the per-file step of every folder reader."""
+    with open_image(path, max_pixels=max_pixels) as image:
+        return decode_image(image, channels=channels, size=size, source=str(path))
+
+
+def warn_skipped(root: Path, skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         log.warning("skipped %d unreadable image file(s) in %s: %s", len(skipped), root, shown)
-    if len(kept) < MIN_IMAGES:
+
+
+def check_enough(root: Path, kept: int, skipped: int) -> None:
+    if kept < MIN_IMAGES:
         raise DataError(
-            f"{root}: only {len(kept)} readable image(s) (skipped {len(skipped)}); "
+            f"{root}: only {kept} readable image(s) (skipped {skipped}); "
             f"need at least {MIN_IMAGES} to split into train, val and test"
         )
-    labels = None if scan.labels is None else np.asarray([scan.labels[i] for i in kept], dtype=np.int64)
-    return images[: len(kept)], labels, scan.classes
+
+
+def load_folder(
+    root: str | Path,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    strict: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Read every image under ``root``: float32 (N, C, H, W) in [0, 1], labels (N,) or None, classes.
+
+    Size and channels are decided as in :func:`plan_folder`.  Unreadable or oversized images
+    are skipped with one logged warning giving their count (DataError instead when
+    ``strict``); a folder with no readable image, or fewer than three, raises DataError.
+    """
+    plan = plan_folder(root, image_size=image_size, channels=channels, strict=strict, max_pixels=max_pixels)
+    images, labels = decode_plan(plan, strict=strict)
+    return images, labels, plan.classes
+
+
+def decode_plan(plan: FolderPlan, *, strict: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode every file of ``plan`` into one preallocated array; files that fail now
+    (truncated data behind a good header) are skipped too."""
+    skipped = list(plan.skipped)
+    images = np.empty((len(plan.files), plan.channels, *plan.size), dtype=np.float32)
+    kept: list[int] = []
+    for i, path in enumerate(plan.files):
+        try:
+            images[len(kept)] = decode_file(path, channels=plan.channels, size=plan.size, max_pixels=plan.max_pixels)
+            kept.append(i)
+        except DataError as e:
+            _skip(path, e, strict=strict, skipped=skipped)
+    warn_skipped(plan.root, skipped)
+    check_enough(plan.root, len(kept), len(skipped))
+    labels = None if plan.labels is None else plan.labels[kept]
+    return images[: len(kept)], labels
 
 
 def parse_folder_name(name: str) -> Path:

@@ -37,21 +37,26 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image; a streamed set has the same property."""
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
 
 @dataclass
 class DatasetSplits:
     """A named dataset split three ways; ``classes[i]`` names label ``i`` (empty if unlabelled)."""
 
     name: str
-    train: ImageSet
+    train: ImageSet  # or a StreamingImageSet (aekit.data.stream) for folders read from disk
     val: ImageSet
     test: ImageSet
     classes: list[str]
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.images.shape[1:]
-        return (int(c), int(h), int(w))
+        return self.train.item_shape  # the train split may be streamed (no images tensor)
 
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:

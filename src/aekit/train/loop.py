@@ -2,7 +2,14 @@
 
 It knows models only through :class:`~aekit.models.base.Autoencoder` (``training_step``,
 ``loss``, ``configure_optimizers``), feeds in-memory datasets by slicing whole tensors (no
-per-sample Python work), and writes a resumable checkpoint after every epoch.
+per-sample Python work), reads datasets without an ``images`` tensor (a folder streamed from
+disk) through a DataLoader with worker processes, and writes a resumable checkpoint after
+every epoch.
+
+Distributed: under torchrun each process trains a DistributedDataParallel copy on its shard of
+every epoch (torch's DistributedSampler, reshuffled per epoch); ``--batch-size`` is the global
+batch, split evenly, so with the same seed the union of the ranks' b-th batches is exactly the
+one-process run's b-th batch.  Only rank 0 writes files.
 
 Repeatability: each epoch draws its shuffling order and its noise (VAE sampling, denoising
 corruption) from generators seeded by (seed, epoch), so an epoch's randomness does not depend
@@ -12,6 +19,7 @@ on what ran before it, and a resumed run replays exactly what an uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -21,14 +29,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..config import RunConfig
-from ..errors import ConfigError, DataError, TrainingError
+from ..errors import AekitError, ConfigError, DataError, TrainingError
 from ..models.base import Autoencoder, Losses, StepContext
 from ..tasks import Task
 from . import checkpoint as ckpt
+from .distributed import all_reduce_sum, any_rank, dist_info, gather_objects, rank0_then_broadcast
 from .schedule import get_lr
 
 log = logging.getLogger(__name__)
@@ -70,10 +79,20 @@ def seeded_generator(seed: int, epoch: int, device: torch.device | str = "cpu", 
     return g
 
 
-def dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class EpochSampler(DistributedSampler):
+    """torch's DistributedSampler over ``range(n)``: this rank's shard of a per-epoch shuffle
+    (``set_epoch``), which can start ``start`` items into its order so that a resumed epoch
+    skips the batches it already trained on and replays the rest in the same order."""
+
+    def __init__(self, n: int, *, num_replicas: int, rank: int, seed: int):
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
 
 
 def check_training_images(images: torch.Tensor, name: str) -> None:
@@ -130,6 +149,13 @@ class Trainer:
             raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.n_train = len(train_set)
+        # A set without an images tensor (aekit.data.stream.StreamingImageSet, or any map-style
+        # Dataset of (image, label)) is read through a DataLoader; tensors are sliced directly.
+        self.streamed = not isinstance(getattr(train_set, "images", None), torch.Tensor)
+        self.sampler = EpochSampler(self.n_train, num_replicas=self.world, rank=self.rank, seed=self.tcfg.seed)
+        self._loader: DataLoader | None = None
+        if not self.streamed and self.tcfg.num_workers:
+            log.info("the training set is in memory: --workers %d is not needed and is ignored", self.tcfg.num_workers)
         self.batches_per_epoch = math.ceil(self._local_count() / self.local_batch)
         self.total_steps = self.batches_per_epoch * self.tcfg.epochs
         self.step = 0
@@ -137,6 +163,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.history: list[dict] = []
         self._resume_noise_state: torch.Tensor | None = None
+        self._resume_partial: dict | None = None  # loss sums of the part of an epoch before a stop
 
     # -- control ---------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -146,53 +173,128 @@ class Trainer:
     def _local_count(self) -> int:
         return math.ceil(self.n_train / self.world)
 
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
-        """This process's sample order for ``epoch``: torch's DistributedSampler, reseeded per epoch."""
-        sampler = DistributedSampler(range(self.n_train), num_replicas=self.world, rank=self.rank,
-                                     shuffle=True, seed=self.tcfg.seed, drop_last=False)
-        sampler.set_epoch(epoch)
-        return torch.tensor(list(sampler), dtype=torch.long)
+    def _should_stop(self) -> bool:
+        local = self._stop_requested or bool(self.callbacks.should_stop and self.callbacks.should_stop())
+        # Every rank must stop at the same step, or the others wait forever in the next
+        # all-reduce; under torchrun a Ctrl-C reaches the ranks at slightly different moments.
+        return any_rank(local) if self.world > 1 else local
+
+    # -- data ------------------------------------------------------------------------------
+    def _train_loader(self) -> DataLoader:
+        if self._loader is None:
+            workers = self.tcfg.num_workers
+            # Decoding runs in `workers` processes; in flight at once: workers x 2 batches.
+            self._loader = DataLoader(self.train_set, batch_size=self.local_batch, sampler=self.sampler,
+                                      num_workers=workers, pin_memory=self.device.type == "cuda",
+                                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+        return self._loader
+
+    def _batches(self, epoch: int, first_batch: int):
+        """This rank's batches of ``epoch`` from ``first_batch`` on: (images (B, C, H, W), labels (B,) or None)."""
+        self.sampler.set_epoch(epoch)
+        self.sampler.start = first_batch * self.local_batch
+        labels = self.train_set.labels
+        if not self.streamed:
+            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            for start in range(0, order.numel(), self.local_batch):
+                idx = order[start:start + self.local_batch]
+                yield self.train_set.images[idx], (labels[idx] if labels is not None else None)
+            return
+        batches = iter(self._train_loader())
+        while True:
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                return
+            except AekitError as err:  # raised in a worker: torch wraps it with the worker's traceback
+                raise type(err)(_worker_error_message(err)) from None
+            yield x, (y if labels is not None else None)
 
     # -- state -----------------------------------------------------------------------------
-    def _optimizer_state(self, noise_gen: torch.Generator | None) -> dict:
+    def _optimizer_state(self, noise_states: list[torch.Tensor] | None) -> dict:
         state = {name: opt.state_dict() for name, opt in self.optimizers.items()}
-        extra = {"noise_generator": noise_gen.get_state() if noise_gen is not None else torch.empty(0, dtype=torch.uint8)}
+        noise = torch.stack(noise_states) if noise_states else torch.empty(0, dtype=torch.uint8)
+        extra = {"noise_generators": noise}  # (world, state bytes): row r is rank r's generator
         if self.scaler is not None:
             extra["scaler"] = self.scaler.state_dict()
         return {"optimizers": state, "extra": extra}
 
-    def save_checkpoint(self, noise_gen: torch.Generator | None) -> Path | None:
+    def save_checkpoint(self, noise_gen: torch.Generator | None, partial: dict | None = None) -> Path | None:
+        """Write a resume point (rank 0).
+
+        Mid-epoch (``noise_gen`` given) every rank must call this: each rank's noise generator
+        state and ``partial`` (its loss sums so far this epoch) are gathered into the checkpoint,
+        so the resumed epoch replays the same noise and reports the same epoch means.
+        """
+        noise_states, partials = None, None
+        if noise_gen is not None:
+            noise_states, partials = zip(*gather_objects((noise_gen.get_state(), partial)), strict=True)
         if not self.is_main:
             return None
         trainer_state = {"epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
                          "seed": self.tcfg.seed, "world": self.world}
-        path = ckpt.write_checkpoint(self.run_dir, self.model, trainer_state, self._optimizer_state(noise_gen))
+        if partials is not None and all(partials):
+            trainer_state["partial_epoch"] = list(partials)  # one {"sums", "count", "seconds"} per rank
+        path = ckpt.write_checkpoint(self.run_dir, self.model, trainer_state, self._optimizer_state(noise_states))
         ckpt.save_weights(self.model, self.run_dir / ckpt.WEIGHTS_NAME)
         return path
 
-    def resume(self) -> bool:
-        """Load the newest complete checkpoint; False when there is none."""
+    def _newest_readable_checkpoint(self) -> str | None:
         for path in reversed(ckpt.list_checkpoints(self.run_dir)):
             try:
-                state, optim = ckpt.read_checkpoint(path)
+                ckpt.read_checkpoint(path)
                 ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
             except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
                 log.warning("skipping checkpoint %s: %s", path.name, err)
                 continue
-            for name, opt in self.optimizers.items():
-                opt.load_state_dict(optim["optimizers"][name])
-            if self.scaler is not None and "scaler" in optim["extra"]:
-                self.scaler.load_state_dict(optim["extra"]["scaler"])
-            self.epoch, self.step = int(state["epoch"]), int(state["step"])
-            self.batch_in_epoch = int(state["batch_in_epoch"])
-            self._resume_noise_state = optim["extra"]["noise_generator"]
-            if int(state.get("world", 1)) != self.world and self.batch_in_epoch:
-                log.warning("resuming mid-epoch with %d processes instead of %d: the rest of the epoch "
-                            "is re-sharded", self.world, state.get("world"))
-            self.history = [r for r in read_metrics(self.run_dir) if r["epoch"] < self.epoch]
-            log.info("resumed from %s (epoch %d, step %d)", path.name, self.epoch, self.step)
-            return True
-        return False
+            return path.name
+        return None
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint on every rank; False when there is none.
+
+        Rank 0 chooses the checkpoint, so all ranks load the same one; each rank then reads it
+        (the run folder must be visible to every rank: a shared filesystem across nodes).
+        """
+        name = rank0_then_broadcast(self._newest_readable_checkpoint)
+        if name is None:
+            return False
+        path = self.run_dir / ckpt.CHECKPOINTS_DIR / name
+        state, optim = ckpt.read_checkpoint(path)
+        ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
+        # Optimizer.load_state_dict moves the (CPU-loaded) state onto each parameter's device,
+        # so a checkpoint written on a GPU resumes on a CPU and the other way round.
+        for opt_name, opt in self.optimizers.items():
+            opt.load_state_dict(optim["optimizers"][opt_name])
+        if self.scaler is not None and "scaler" in optim["extra"]:
+            self.scaler.load_state_dict(optim["extra"]["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        saved_world = int(state.get("world", 1))
+        noise = optim["extra"].get("noise_generators", optim["extra"].get("noise_generator"))
+        noise = noise.unsqueeze(0) if noise is not None and noise.dim() == 1 and noise.numel() else noise
+        self._resume_noise_state = None
+        if self.batch_in_epoch and noise is not None and noise.numel():
+            if saved_world == self.world and noise.shape[0] == self.world:
+                self._resume_noise_state = noise[self.rank]
+            else:
+                log.warning("resuming mid-epoch with %d processes instead of %d: the rest of the epoch keeps "
+                            "its sample order but draws fresh noise", self.world, saved_world)
+        self._resume_partial = None
+        partials = state.get("partial_epoch") if self.batch_in_epoch else None
+        if partials:
+            if len(partials) == self.world:
+                self._resume_partial = partials[self.rank]
+            elif self.is_main:  # another world size: rank 0 carries all ranks' sums, the others none
+                sums: dict[str, float] = {}
+                for part in partials:
+                    for k, v in part["sums"].items():
+                        sums[k] = sums.get(k, 0.0) + v
+                self._resume_partial = {"sums": sums, "count": sum(p["count"] for p in partials),
+                                        "seconds": partials[0]["seconds"]}
+        self.history = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.epoch]
+        log.info("resumed from %s (epoch %d, step %d)", path.name, self.epoch, self.step)
+        return True
 
     # -- the loop --------------------------------------------------------------------------
     def _autocast(self):
@@ -214,7 +316,8 @@ class Trainer:
         return lr
 
     def fit(self, *, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
-        check_training_images(self.train_set.images, self.cfg.data.dataset)
+        if not self.streamed:  # a streamed set is checked by its decoder, one file at a time
+            check_training_images(self.train_set.images, self.cfg.data.dataset)
         if resume:
             self.resume()
         if self.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
@@ -224,35 +327,44 @@ class Trainer:
                                    "".join(json.dumps(r) + "\n" for r in self.history))
         interrupted = False
         last_epoch = self.tcfg.epochs if stop_after_epoch is None else min(stop_after_epoch, self.tcfg.epochs)
-        while self.epoch < last_epoch:
-            interrupted = not self._run_epoch()
-            if interrupted:
-                break
+        try:
+            while self.epoch < last_epoch:
+                interrupted = not self._run_epoch()
+                if interrupted:
+                    break
+        finally:
+            self._loader = None  # shuts down persistent DataLoader workers
         return TrainResult(self.epoch, self.step, interrupted, self.history)
 
     def _run_epoch(self) -> bool:
         """One epoch (or the rest of one); False when stopped early by request."""
         epoch = self.epoch
-        order = self._epoch_order(epoch)
         noise_gen = seeded_generator(self.tcfg.seed, epoch, self.device, stream=self.rank + 1)
         if self._resume_noise_state is not None and self.batch_in_epoch:
             noise_gen.set_state(self._resume_noise_state)
         self._resume_noise_state = None
-        images, labels = self.train_set.images, self.train_set.labels
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
-        seen = 0
+        seen, seconds_before = 0, 0.0
+        if self._resume_partial is not None and self.batch_in_epoch:
+            # float32, as accumulated before the stop, so the epoch's means come out bit-identical
+            sums = {k: torch.tensor(v, dtype=torch.float32) for k, v in self._resume_partial["sums"].items()}
+            seen, seconds_before = int(self._resume_partial["count"]), float(self._resume_partial["seconds"])
+        self._resume_partial = None
         lr = self._set_lr()
-        started = time.perf_counter()
+        started = time.perf_counter() - seconds_before
         if self.callbacks.on_epoch_start:
             self.callbacks.on_epoch_start(epoch, self.batches_per_epoch - self.batch_in_epoch)
-        for b in range(self.batch_in_epoch, self.batches_per_epoch):
-            if self._stop_requested or (self.callbacks.should_stop and self.callbacks.should_stop()):
-                self.save_checkpoint(noise_gen)
+        batches = self._batches(epoch, self.batch_in_epoch)
+        for b, (images, labels) in enumerate(batches, start=self.batch_in_epoch):
+            if self._should_stop():
+                batches.close()
+                partial = {"sums": {k: float(v) for k, v in sums.items()}, "count": seen,
+                           "seconds": time.perf_counter() - started}
+                self.save_checkpoint(noise_gen, partial)
                 return False
-            idx = order[b * self.local_batch:(b + 1) * self.local_batch]
-            clean = self._to_device(images[idx])
-            y = labels[idx].to(self.device) if labels is not None else None
+            clean = self._to_device(images)
+            y = labels.to(self.device, non_blocking=True) if labels is not None else None
             batch = self.task.make_batch(clean, y, noise_gen)
             batch.x = batch.x.contiguous(memory_format=self.memory_format)
             lr = self._set_lr()
@@ -267,7 +379,7 @@ class Trainer:
                     f"training stopped at step {self.step} (epoch {epoch + 1}): {err}; {where}. "
                     "Lower --lr, or check the data for broken images"
                 ) from None
-            n = idx.numel()
+            n = clean.shape[0]
             for k, v in _with_total(losses).items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() * n
             seen += n
@@ -332,13 +444,21 @@ def _reduce_means(sums: dict[str, torch.Tensor], count: int, distributed: bool =
     keys = sorted(sums)
     packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys] +
                          [torch.tensor(float(count), dtype=torch.float64)])
-    if distributed and dist_info()[1] > 1:
-        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        packed = packed.to(backend_device)
-        dist.all_reduce(packed)
-        packed = packed.cpu()
+    if distributed:
+        packed = all_reduce_sum(packed)
     total = float(packed[-1])
     return {k: float(packed[i]) / max(total, 1.0) for i, k in enumerate(keys)}
+
+
+def _worker_error_message(err: AekitError) -> str:
+    """The original one-line message of an aekit error that torch re-raised from a DataLoader
+    worker (torch prepends "Caught X in DataLoader worker" and the worker's traceback)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if len(lines) < 2:
+        return str(err)
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    last = lines[-1]
+    return last.removeprefix(prefix)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

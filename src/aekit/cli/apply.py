@@ -1,0 +1,53 @@
+"""``aekit denoise`` and ``aekit upscale``: a trained run over the user's own image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+
+_TILING = ("Images of any size are cut into tiles of the model's input size that overlap by "
+           "--overlap pixels (default: a quarter of a tile); overlapping outputs are blended with a "
+           "tent-shaped weight, so no seams show. Images smaller than a tile are mirror-padded and "
+           "cropped back. Colour files are converted to the model's channels (grey or RGB).")
+
+
+def _apply_command(command: str, run_dir: Path, images: tuple[Path, ...], out_dir: Path, overlap, device) -> None:
+    from ..apply import apply_to_files
+
+    result = apply_to_files(command, run_dir, list(images), out_dir, overlap=overlap, device=device)
+    for path in result.outputs:
+        click.echo(f"wrote {path}")
+    click.echo(f"before/after sheet: {result.sheet}")
+
+
+_options = [
+    click.argument("run_dir", type=click.Path(path_type=Path)),
+    click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path)),
+    click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
+                 help="Folder for the results (same file names) and sheet.png."),
+    click.option("--overlap", type=click.IntRange(min=0), default=None,
+                 help="Overlap of neighbouring tiles, in input pixels  [default: a quarter of a tile]"),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+]
+
+
+def _with_options(fn):
+    for option in reversed(_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command(help="Denoise image files with a run trained with --task denoise.\n\n" + _TILING)
+@_with_options
+def denoise(run_dir, images, out_dir, overlap, device):
+    _apply_command("denoise", run_dir, images, out_dir, overlap, device)
+
+
+@main.command(help="Enlarge image files with a run trained with --task super-resolution: each side grows by "
+                   "the run's --scale.\n\n" + _TILING.replace("model's input size", "model's (small) input size"))
+@_with_options
+def upscale(run_dir, images, out_dir, overlap, device):
+    _apply_command("upscale", run_dir, images, out_dir, overlap, device)

@@ -1,0 +1,160 @@
+"""Commands that look at a trained run: sample, plot, embed, compare-pca, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import main
+
+_DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+_DATASET = click.option("--dataset", default=None, help="Use another dataset of the same image shape "
+                                                        "(default: the run's own).")
+_DATA_DIR = click.option("--data-dir", default=None, help="Folder holding the dataset's files (default: the run's).")
+_RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path))
+
+
+def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
+    """The PNG to write (default inside the run folder), checked before any work is done."""
+    from ..errors import ConfigError
+    from ..train.checkpoint import read_run_config
+
+    read_run_config(run_dir)  # a missing or broken run folder is the first thing to report
+    path = out or run_dir / default_name
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"-o {path}: figures are written as PNG; end the name in .png")
+    if not path.parent.is_dir():
+        raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    return path
+
+
+@main.command()
+@_RUN_DIR
+@click.option("-n", "n", type=int, default=64, show_default=True, help="How many images to generate.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="PNG to write  [default: RUN_DIR/samples.png]")
+@click.option("--label", type=int, default=None, help="Conditional models: the class to generate.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Scale of the latent draws; below 1 gives more typical, less varied images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_DATASET
+@_DATA_DIR
+@_DEVICE
+def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device):
+    """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes."""
+    from .. import explore
+    from ..viz.figures import save_figure
+
+    path = _png_path(run_dir, out, "samples.png")
+    fig = explore.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
+                                data_dir=data_dir, device=device)
+    click.echo(f"wrote {save_figure(fig, path)}")
+
+
+_KINDS_HELP = "KIND is one of: reconstructions, scatter, manifold, interpolate, latent-noise, curves, ood, labels."
+
+
+@main.command(epilog=_KINDS_HELP)
+@_RUN_DIR
+@click.argument("kind")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="PNG to write  [default: RUN_DIR/plot-KIND.png]")
+@click.option("-n", "n", type=int, default=None,
+              help="Images per row (reconstructions, latent-noise, labels), grid side (manifold), steps "
+                   "(interpolate), points (scatter) or images per dataset (ood).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--method", type=click.Choice(["pca", "tsne"]), default=None,
+              help="scatter: how codes above 2-D are projected  [default: pca]")
+@click.option("--between", type=int, nargs=2, default=None, metavar="I J",
+              help="interpolate: the two test-image indices  [default: the first two of different classes]")
+@click.option("--against", default=None, metavar="NAME", help="ood: the other dataset, e.g. fashion-mnist.")
+@click.option("--label", type=int, default=None, help="manifold of a conditional model: the class to decode under.")
+@_DATASET
+@_DATA_DIR
+@_DEVICE
+def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, data_dir, device):
+    """Draw one figure of a trained run (see KIND below)."""
+    from .. import explore
+    from ..viz.figures import save_figure
+
+    if kind not in explore.PLOT_KINDS:  # before any loading, so the message comes at once
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(explore.PLOT_KINDS)}")
+    path = _png_path(run_dir, out, f"plot-{kind}.png")
+    options = explore.PlotOptions(n=n, seed=seed, method=method, between=tuple(between) if between else None,
+                                  against=against, label=label)
+    fig = explore.plot(run_dir, kind, dataset=dataset, data_dir=data_dir, device=device, options=options)
+    click.echo(f"wrote {save_figure(fig, path)}")
+
+
+@main.command()
+@_RUN_DIR
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
+              help="File to write: .npy (codes), .npz (codes and labels) or .csv (z0..zD-1,label).")
+@click.option("--split", default="test", show_default=True, help="train, val, test or all.")
+@_DATASET
+@_DATA_DIR
+@_DEVICE
+def embed(run_dir, out, split, dataset, data_dir, device):
+    """Write the latent means (posterior modes) of a split, with their labels."""
+    from .. import explore
+
+    path, (n, d) = explore.embed(run_dir, out, dataset=dataset, data_dir=data_dir, split=split, device=device)
+    click.echo(f"wrote {n} codes of {d} dimensions to {path}")
+
+
+@main.command("compare-pca")
+@_RUN_DIR
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours for the k-NN accuracy.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_DATASET
+@_DATA_DIR
+@_DEVICE
+def compare_pca(run_dir, k, as_json, dataset, data_dir, device):
+    """The autoencoder against PCA with as many components, on the test split.
+
+    PCA is fitted on the training split; both are scored on the test split: squared error per
+    image (summed over pixels), PSNR, and k-NN accuracy of test codes against training codes.
+    """
+    from .. import explore
+
+    result = explore.compare_pca(run_dir, dataset=dataset, data_dir=data_dir, k=k, device=device)
+    summary = result.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    ae, pca = summary["autoencoder"], summary["pca"]
+
+    def acc(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    click.echo(f"{run_dir}: {summary['latent_dim']}-D codes; PCA fitted on {summary['n_train']} training images, "
+               f"both scored on {summary['n_test']} test images")
+    click.echo(f"  {'':<28}{'autoencoder':>12}{'PCA':>12}")
+    click.echo(f"  {'squared error per image':<28}{ae['sse_per_image']:>12.3f}{pca['sse_per_image']:>12.3f}")
+    click.echo(f"  {'PSNR (dB)':<28}{ae['psnr_db']:>12.2f}{pca['psnr_db']:>12.2f}")
+    click.echo(f"  {f'{k}-NN accuracy':<28}{acc(ae['knn_accuracy']):>12}{acc(pca['knn_accuracy']):>12}")
+    click.echo(f"  autoencoder / PCA squared error: {summary['sse_ratio_ae_to_pca']:.3f} "
+               f"(PCA clamped to [0, 1]: {summary['pca_clamped_sse_per_image']:.3f})")
+
+
+@main.command()
+@_RUN_DIR
+@_DATA_DIR
+@_DEVICE
+def report(run_dir, data_dir, device):
+    """(Re)write RUN_DIR/report.html: one self-contained page with the run's figures and numbers."""
+    from .. import explore
+    from ..errors import AekitError
+    from ..viz.report import write_report
+
+    model = explore.load_run(run_dir, device=device)
+    try:
+        splits = explore.load_splits(model, data_dir=data_dir)
+    except AekitError as err:  # the page is still useful without images; it says why they are missing
+        click.echo(f"warning: {err}", err=True)
+        splits = None
+    click.echo(f"wrote {write_report(run_dir, model=model, splits=splits)}")

@@ -1,0 +1,441 @@
+"""Looking at a trained run: samples, plots of its latent space, embeddings, and PCA as a yardstick.
+
+The Python side of ``aekit sample``, ``aekit plot``, ``aekit embed`` and ``aekit compare-pca``:
+each function loads a run folder and the data it was trained on, prepares tensors with
+:mod:`aekit.latent`, and draws them with :mod:`aekit.viz.plots`.  A notebook can call these, or
+the layers below them directly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .config import RunConfig
+from .errors import ConfigError, DataError
+from .fileio import atomic_write_bytes, atomic_write_text
+from .latent import encode_dataset
+from .latent import views as lv
+from .tasks import Task, make_task
+from .train import checkpoint as ckpt
+from .viz import plots
+
+log = logging.getLogger(__name__)
+
+PLOT_KINDS = {
+    "reconstructions": "test images above the model's reconstructions (and its input, for denoise/SR runs)",
+    "scatter": "test-set latent means coloured by class (PCA above 2-D; --method tsne)",
+    "manifold": "decodes of a grid over the latent space (the lesson's digit manifold)",
+    "interpolate": "decodes along the line between two test images' codes (--between I J)",
+    "latent-noise": "codes plus growing Gaussian noise, decoded (the lesson's Task 2)",
+    "curves": "training and validation losses by part, per epoch",
+    "ood": "reconstruction-error histograms against another dataset (--against NAME), with ROC-AUC",
+    "labels": "conditional models: one code decoded under every label",
+}
+
+# Encoding a whole training set is quick, but a few thousand codes pin down the mean and the
+# covariance that a plain AE's samples are drawn from just as well.
+MAX_CODES_FOR_SAMPLING = 10_000
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PlotOptions:
+    """What ``aekit plot`` may be told beyond the kind; None means the kind's default."""
+
+    n: int | None = None  # images per row, grid side, interpolation steps or points, by kind
+    seed: int = 0
+    method: str | None = None  # scatter: pca or tsne
+    between: tuple[int, int] | None = None  # interpolate: two test-image indices
+    against: str | None = None  # ood: the other dataset
+    label: int | None = None  # manifold of a conditional model: the label to decode under
+
+
+# -- a run and its data ---------------------------------------------------------------------------
+
+def load_run(run_dir: str | Path, *, device: str = "auto"):
+    """The trained model in eval mode, with ``model.run_config`` and ``model.run_dir`` set."""
+    model = ckpt.load(run_dir, device=device)
+    model.run_dir = Path(run_dir)
+    return model
+
+
+def run_task(model) -> Task:
+    cfg: RunConfig = model.run_config
+    return make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
+
+
+def load_splits(model, *, dataset: str | None = None, data_dir: str | None = None):
+    """The run's own dataset (or ``dataset``), loaded at the shape the run was trained on.
+
+    Another dataset is resized to the run's image size and converted to its channels, as
+    ``aekit evaluate --dataset`` does.  ``data_dir`` defaults to the run's own.
+    """
+    from .data import load_dataset
+
+    cfg: RunConfig = model.run_config
+    name = dataset or cfg.data.dataset
+    same = name == cfg.data.dataset
+    c, h, _ = cfg.out_shape
+    splits = load_dataset(name, data_dir=data_dir or cfg.data.data_dir,
+                          image_size=cfg.data.image_size if same else h,
+                          channels=cfg.data.channels if same else c, seed=cfg.train.seed)
+    if tuple(splits.in_shape) != tuple(cfg.out_shape):
+        raise ConfigError(f"{name} images are {splits.in_shape}, the run was trained on {tuple(cfg.out_shape)}; "
+                          "choose a dataset of that shape")
+    return splits
+
+
+def _run_name(model) -> str:
+    run_dir = getattr(model, "run_dir", None)
+    return f"{model.registry_name} ({Path(run_dir).name})" if run_dir else model.registry_name
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_n(n: int | None, what: str, minimum: int = 1) -> None:
+    if n is not None and n < minimum:
+        raise ConfigError(f"-n must be at least {minimum} for {what}, got {n}")
+
+
+def _require_vector_latent(model, images: Tensor, labels: Tensor | None, kind: str) -> None:
+    if not lv.has_vector_latent(model, images, labels):
+        raise ConfigError(f"`{kind}` needs a model whose codes are vectors that decode back to images; "
+                          f"{model.registry_name}'s are not")
+
+
+# -- sample ---------------------------------------------------------------------------------------
+
+def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None, temperature: float = 1.0,
+                  seed: int = 0, dataset: str | None = None, data_dir: str | None = None,
+                  device: str = "auto") -> Figure:
+    """Generated images: prior draws for generative models; for a plain AE, draws where its
+    codes lie next to random codes (see :func:`aekit.latent.views.sample_panels`)."""
+    model = load_run(run_dir, device=device)
+    lv.check_label(model, label)
+    codes = None
+    if not model.generative:
+        train = load_splits(model, dataset=dataset, data_dir=data_dir).train
+        images = train.images[:MAX_CODES_FOR_SAMPLING]
+        labels = None if train.labels is None else train.labels[:MAX_CODES_FOR_SAMPLING]
+        _require_vector_latent(model, images, labels, "sample")
+        codes = encode_dataset(model, images, labels if model.conditional else None)
+    panels = lv.sample_panels(model, n, codes=codes, label=label, temperature=temperature,
+                              generator=_generator(seed))
+    cols = model.num_classes if model.conditional and label is None and n >= model.num_classes else None
+    return plots.panels_figure(panels, title=f"samples from {_run_name(model)}", cols=cols)
+
+
+# -- plot -----------------------------------------------------------------------------------------
+
+def _check_kind_options(kind: str, opts: PlotOptions, model) -> None:
+    """Refuse options the kind would ignore, so nobody reads a plot that ignored them."""
+    uses = {"method": ("scatter",), "between": ("interpolate",), "against": ("ood",), "label": ("manifold",)}
+    for option, kinds in uses.items():
+        if getattr(opts, option) is not None and kind not in kinds:
+            flag = "--" + option
+            raise ConfigError(f"{flag} applies to `aekit plot {' / '.join(kinds)}`, not to `{kind}`; drop {flag}")
+    if kind == "labels" and not model.conditional:
+        raise ConfigError(f"`labels` plots need a conditional model (cvae); {model.registry_name} is not conditional")
+    if kind == "ood" and not opts.against:
+        raise ConfigError("`ood` needs the other dataset: pass --against NAME (for MNIST runs, fashion-mnist)")
+    lv.check_label(model, opts.label)
+
+
+def plot(run_dir: str | Path, kind: str, *, dataset: str | None = None, data_dir: str | None = None,
+         device: str = "auto", options: PlotOptions | None = None) -> Figure:
+    """One of :data:`PLOT_KINDS` for the run in ``run_dir``, drawn on its test split."""
+    if kind not in PLOT_KINDS:
+        raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(PLOT_KINDS)}")
+    opts = options or PlotOptions()
+    model = load_run(run_dir, device=device)
+    _check_kind_options(kind, opts, model)
+    if kind == "curves":
+        return _plot_curves(model)
+    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
+    return _PLOTTERS[kind](model, splits, opts, data_dir)
+
+
+def _plot_curves(model) -> Figure:
+    from .train.loop import read_metrics
+
+    history = read_metrics(model.run_dir)
+    if not history:
+        raise DataError(f"{model.run_dir}: no epochs in {ckpt.METRICS_NAME}; train the run for an epoch first")
+    epochs, parts = plots.loss_series(history)
+    return plots.curves_figure(epochs, parts, title=f"losses of {_run_name(model)} (per image)")
+
+
+def _plot_reconstructions(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "reconstructions")
+    n = opts.n or 10
+    test = splits.test
+    rows = lv.before_after(model, run_task(model), test.images[:n], _labels(test, n), generator=_generator(opts.seed))
+    return plots.reconstructions_figure(rows, title=f"{_run_name(model)}: {run_task(model).describe()} "
+                                                    f"on {splits.name} test images")
+
+
+def _labels(data, n: int | None = None) -> Tensor | None:
+    if data.labels is None:
+        return None
+    return data.labels if n is None else data.labels[:n]
+
+
+def _plot_scatter(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "scatter", 10)
+    method = opts.method or "pca"
+    n = opts.n or (1000 if method == "tsne" else 5000)
+    test = splits.test
+    images, labels = test.images[:n], _labels(test, n)
+    _require_vector_latent(model, images, labels, "scatter")
+    codes = encode_dataset(model, images, labels if model.conditional else None)
+    view = lv.project_codes(codes, method, seed=opts.seed)
+    return plots.scatter_figure(view.points, labels, splits.classes,
+                                title=f"{_run_name(model)}: {codes.shape[0]} {splits.name} test codes (means); "
+                                      f"{view.description}",
+                                xlabel=view.xlabel, ylabel=view.ylabel)
+
+
+def _plot_manifold(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "manifold", 2)
+    side = opts.n or 10
+    test = splits.test
+    images, labels = test.images[:5000], _labels(test, 5000)
+    _require_vector_latent(model, images, labels, "manifold")
+    codes = None
+    if not (model.variational and model.latent_dim == 2):
+        codes = encode_dataset(model, images, labels if model.conditional else None)
+    grid = lv.manifold_latents(side, latent_dim=model.latent_dim, variational=model.variational, codes=codes)
+    y = None
+    extra = ""
+    if model.conditional:
+        label = 0 if opts.label is None else opts.label
+        y = torch.full((grid.latents.shape[0],), label)
+        extra = f", label {label}"
+    decoded = lv.decode_latents(model, grid.latents, y)
+    return plots.manifold_figure(decoded, grid.xs, grid.ys, title=f"{_run_name(model)}: {grid.description}{extra}",
+                                 xlabel=grid.xlabel, ylabel=grid.ylabel)
+
+
+def _plot_interpolate(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "interpolate", 2)
+    steps = opts.n or 10
+    test = splits.test
+    labels = _labels(test)
+    _require_vector_latent(model, test.images, labels, "interpolate")
+    i, j = opts.between if opts.between is not None else lv.pick_pair(labels, len(test))
+    rows = lv.interpolation_rows(model, test.images, labels, i, j, steps)
+    return plots.interpolation_figure(rows, title=f"{_run_name(model)}: decodes between the codes of "
+                                                  f"{splits.name} test images {i} and {j}")
+
+
+def _plot_latent_noise(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "latent-noise")
+    n = opts.n or 8
+    test = splits.test
+    labels = _labels(test, 2000)
+    _require_vector_latent(model, test.images, labels, "latent-noise")
+    codes = encode_dataset(model, test.images[:2000], labels if model.conditional else None)
+    scale = lv.code_scale(codes)
+    rows = lv.latent_noise_rows(model, test.images[:n], _labels(test, n), scale=scale,
+                                generator=_generator(opts.seed))
+    return plots.latent_noise_figure(rows, lv.LATENT_NOISE_LEVELS, scale,
+                                     title=f"{_run_name(model)}: Gaussian noise added to the codes, decoded")
+
+
+def _plot_ood(model, splits, opts, data_dir) -> Figure:
+    from .eval.baselines import roc_auc
+
+    _check_n(opts.n, "ood", 2)
+    other = load_splits(model, dataset=opts.against, data_dir=data_dir)
+    n = opts.n
+    task = run_task(model)
+    inside = splits.test.images[:n] if n else splits.test.images
+    outside = other.test.images[:n] if n else other.test.images
+    # The same noise seed for both sets, so a denoising run sees equally noisy inputs.
+    err_in = lv.reconstruction_errors(model, task, inside, _labels(splits.test, n), generator=_generator(opts.seed))
+    err_out = lv.reconstruction_errors(model, task, outside, _labels(other.test, n), generator=_generator(opts.seed))
+    auc = roc_auc(err_in, err_out)
+    log.info("OOD ROC-AUC of %s against %s: %.4f", splits.name, other.name, auc)
+    return plots.ood_figure(err_in, err_out, name_in=splits.name, name_out=other.name, auc=auc,
+                            title=f"{_run_name(model)}: reconstruction error, {splits.name} vs {other.name} (test)")
+
+
+def _plot_labels(model, splits, opts, data_dir) -> Figure:
+    _check_n(opts.n, "labels")
+    n = opts.n or 6
+    test = splits.test
+    if test.labels is None:
+        raise ConfigError(f"{splits.name} has no labels; `labels` plots need a labelled dataset")
+    sweep = lv.label_sweep(model, test.images[:n], test.labels[:n])
+    return plots.label_sweep_figure(test.images[:n], sweep, splits.classes,
+                                    title=f"{_run_name(model)}: each test image's code decoded under every label")
+
+
+_PLOTTERS = {
+    "reconstructions": _plot_reconstructions,
+    "scatter": _plot_scatter,
+    "manifold": _plot_manifold,
+    "interpolate": _plot_interpolate,
+    "latent-noise": _plot_latent_noise,
+    "ood": _plot_ood,
+    "labels": _plot_labels,
+}
+
+
+# -- embed ----------------------------------------------------------------------------------------
+
+EMBED_FORMATS = (".npy", ".npz", ".csv")
+
+
+def embed_split(model, splits, split: str) -> tuple[Tensor, Tensor | None]:
+    """Latent means of one split (or all three, train then val then test), with labels."""
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}, all")
+    parts = [getattr(splits, s) for s in (SPLITS if split == "all" else (split,))]
+    images = torch.cat([p.images for p in parts])
+    labels = None if any(p.labels is None for p in parts) else torch.cat([p.labels for p in parts])
+    codes = encode_dataset(model, images, labels if model.conditional else None)
+    return codes.reshape(codes.shape[0], -1), labels
+
+
+def write_embedding(path: str | Path, codes: Tensor, labels: Tensor | None) -> Path:
+    """Write codes (and labels) by the file's extension, atomically.
+
+    ``.npy``: the (N, D) float32 codes alone.  ``.npz``: arrays ``codes`` and, for labelled
+    data, ``labels``.  ``.csv``: a header ``z0,...,z{D-1},label`` and one row per image (no
+    label column for unlabelled data).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EMBED_FORMATS:
+        raise ConfigError(f"-o {path}: unknown format {suffix or '(none)'}; end the name in .npy, .npz or .csv")
+    if not path.parent.is_dir():
+        raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    arr = codes.detach().float().cpu().numpy()
+    if suffix == ".csv":
+        header = [f"z{k}" for k in range(arr.shape[1])] + ([] if labels is None else ["label"])
+        lines = [",".join(header)]
+        lab = None if labels is None else labels.cpu().numpy()
+        for i, row in enumerate(arr):
+            cells = [f"{v:.7g}" for v in row]
+            if lab is not None:
+                cells.append(str(int(lab[i])))
+            lines.append(",".join(cells))
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
+    buf = io.BytesIO()  # np.save given a file name would append .npy to the temporary name
+    if suffix == ".npy":
+        np.save(buf, arr)
+    elif labels is None:
+        np.savez(buf, codes=arr)
+    else:
+        np.savez(buf, codes=arr, labels=labels.cpu().numpy().astype(np.int64))
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def embed(run_dir: str | Path, out: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
+          split: str = "test", device: str = "auto") -> tuple[Path, tuple[int, int]]:
+    """Encode a split to latent means and write them to ``out``; returns the path and (N, D)."""
+    if Path(out).suffix.lower() not in EMBED_FORMATS:
+        raise ConfigError(f"-o {out}: unknown format; end the name in .npy, .npz or .csv")
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}, all")
+    model = load_run(run_dir, device=device)
+    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
+    codes, labels = embed_split(model, splits, split)
+    return write_embedding(out, codes, labels), tuple(codes.shape)
+
+
+# -- PCA as the yardstick --------------------------------------------------------------------------
+
+@dataclass
+class PCAComparison:
+    """An autoencoder next to PCA with as many components, on the same test images.
+
+    Per-image arrays are kept so that a test (or a reader) can check the means independently.
+    PCA's reconstructions are its own, unclamped (the projection error PCA minimises);
+    ``pca_sse_clamped`` gives it the free clamp to [0, 1] that the AE's sigmoid has.
+    """
+
+    latent_dim: int
+    n_train: int
+    ae_sse: Tensor  # (N_test,) float64
+    pca_sse: Tensor  # (N_test,) float64
+    pca_sse_clamped: Tensor  # (N_test,) float64
+    ae_psnr: float
+    pca_psnr: float
+    ae_knn: float | None  # k-NN accuracy, train codes -> test codes; None without labels
+    pca_knn: float | None
+    k: int
+
+    def summary(self) -> dict:
+        ae, pca = float(self.ae_sse.mean()), float(self.pca_sse.mean())
+        return {
+            "latent_dim": self.latent_dim,
+            "n_train": self.n_train,
+            "n_test": int(self.ae_sse.shape[0]),
+            "k": self.k,
+            "autoencoder": {"sse_per_image": ae, "psnr_db": self.ae_psnr, "knn_accuracy": self.ae_knn},
+            "pca": {"sse_per_image": pca, "psnr_db": self.pca_psnr, "knn_accuracy": self.pca_knn},
+            "pca_clamped_sse_per_image": float(self.pca_sse_clamped.mean()),
+            "sse_ratio_ae_to_pca": ae / pca if pca > 0 else float("nan"),
+        }
+
+
+def compare_with_pca(model, train, test, *, k: int = 5) -> PCAComparison:
+    """Fit PCA (as many components as the model's latent) on ``train``; score both on ``test``.
+
+    Reconstruction: squared error summed over each image's pixels, and PSNR (mean over images,
+    capped at 100 dB).  Embedding: k-NN accuracy of test codes against training codes.
+    """
+    from .eval.baselines import fit_pca, knn_accuracy
+    from .eval.metrics import PSNR_CAP_DB, psnr, sse_per_image
+
+    task = run_task(model)
+    if task.kind != "reconstruct":
+        raise ConfigError(f"compare-pca compares reconstructions; this run was trained for {task.describe()}. "
+                          "Use a run trained with --task reconstruct")
+    dim = model.latent_dim
+    conditional = model.conditional
+    pca = fit_pca(train.images, dim)
+    _, ae_out = lv.model_outputs(model, make_task("reconstruct"), test.images, test.labels)
+    pca_out = pca.reconstruct(test.images)
+    ae_knn = pca_knn = None
+    if train.labels is not None and test.labels is not None:
+        tr_codes = encode_dataset(model, train.images, train.labels if conditional else None)
+        te_codes = encode_dataset(model, test.images, test.labels if conditional else None)
+        ae_knn = knn_accuracy(tr_codes.flatten(1), train.labels, te_codes.flatten(1), test.labels, k=k)
+        pca_knn = knn_accuracy(pca.encode(train.images), train.labels, pca.encode(test.images), test.labels, k=k)
+    return PCAComparison(
+        latent_dim=dim, n_train=len(train),
+        ae_sse=sse_per_image(ae_out, test.images), pca_sse=sse_per_image(pca_out, test.images),
+        pca_sse_clamped=sse_per_image(pca_out.clamp(0, 1), test.images),
+        ae_psnr=float(psnr(ae_out, test.images, max_db=PSNR_CAP_DB).mean()),
+        pca_psnr=float(psnr(pca_out, test.images, max_db=PSNR_CAP_DB).mean()),
+        ae_knn=ae_knn, pca_knn=pca_knn, k=k,
+    )
+
+
+def compare_pca(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None, k: int = 5,
+                device: str = "auto") -> PCAComparison:
+    """:func:`compare_with_pca` on the run's training and test splits."""
+    model = load_run(run_dir, device=device)
+    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
+    return compare_with_pca(model, splits.train, splits.test, k=k)
+
+
+def comparison_json(result: PCAComparison) -> str:
+    return json.dumps(result.summary(), indent=2)

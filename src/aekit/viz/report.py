@@ -1,0 +1,344 @@
+"""The run report: one self-contained HTML page per run folder (``RUN_DIR/report.html``).
+
+Everything is inlined (CSS in a <style> element, figures as base64 PNG data URIs), so the page
+opens offline, can be mailed as one file, and fetches nothing from anywhere.  ``aekit train``
+writes it at the end of every run (through :func:`aekit.api.train`) and ``aekit report``
+rewrites it, so it has to be quick: no t-SNE, small subsets, one mosaic per image grid.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import AekitError
+from ..fileio import atomic_write_text
+from ..latent import encode_dataset
+from ..latent import views as lv
+from ..tasks import make_task
+from ..train import checkpoint as ckpt
+from ..train.loop import read_metrics
+from . import plots
+from .figures import figure_png
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+TEST_METRICS_NAME = "test_metrics.json"  # written by aekit.api.train
+
+# Subset sizes that keep the whole page to a few seconds on two CPU cores.
+SCATTER_POINTS = 2000
+CODES_FOR_SAMPLING = 2000
+RECONSTRUCTIONS = 10
+SAMPLES = 32
+MANIFOLD_SIDE = 10
+DPI = 100
+
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232b;
+       background: #f6f7f9; margin: 0; }
+main { max-width: 980px; margin: 0 auto; padding: 1.5rem 1.2rem 3rem; }
+header h1 { font-size: 1.6rem; margin: 0 0 .2rem; }
+header p { margin: 0; color: #5b6572; }
+nav { margin: 1rem 0 1.5rem; font-size: .9rem; }
+nav a { color: #2d62c8; text-decoration: none; margin-right: .9rem; }
+section { background: #fff; border: 1px solid #e2e5ea; border-radius: 8px; padding: 1rem 1.2rem;
+          margin-bottom: 1.2rem; }
+h2 { font-size: 1.15rem; margin: 0 0 .6rem; }
+figure { margin: .4rem 0; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: #5b6572; font-size: .88rem; margin-top: .35rem; }
+table { border-collapse: collapse; font-size: .9rem; margin: .3rem 0 .6rem; }
+th, td { text-align: left; padding: .18rem .9rem .18rem 0; border-bottom: 1px solid #eef0f3; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th.group { padding-top: .6rem; color: #5b6572; font-weight: 600; border-bottom: none; }
+code { font-size: .88em; background: #f0f2f5; padding: 0 .25em; border-radius: 3px; }
+.note { color: #5b6572; font-style: italic; }
+.section-error { color: #a33; }
+footer { color: #8a93a0; font-size: .8rem; text-align: center; }
+"""
+
+
+# -- HTML pieces -------------------------------------------------------------------------------
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(fig, caption: str, alt: str) -> str:
+    data = base64.b64encode(figure_png(fig, dpi=DPI)).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return _e(value)
+    if isinstance(value, int):
+        return f"{value:d}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return _e(value)
+        return f"{value:.4g}" if abs(value) >= 1e4 or abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        return _e(", ".join(str(v) for v in value))
+    return _e(value)
+
+
+def _kv_table(groups: dict[str, dict]) -> str:
+    rows = []
+    for group, values in groups.items():
+        if group:
+            rows.append(f'<tr><th class="group" colspan="2">{_e(group)}</th></tr>')
+        for key, value in values.items():
+            num = isinstance(value, (int, float)) and not isinstance(value, bool)
+            rows.append(f"<tr><td>{_e(key)}</td><td{' class=num' if num else ''}>{_fmt(value)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _grid_table(rows: dict[str, dict]) -> str:
+    """{row name: {column: value}} as a table with the union of the columns."""
+    columns: list[str] = []
+    for values in rows.values():
+        for key in values:
+            if key not in columns:
+                columns.append(key)
+    head = "<tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>"
+    body = []
+    for name, values in rows.items():
+        cells = "".join(f'<td class="num">{_fmt(values.get(c, ""))}</td>' for c in columns)
+        body.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
+    return "<table>" + head + "".join(body) + "</table>"
+
+
+# -- the sections ------------------------------------------------------------------------------
+
+class _Context:
+    """What the sections share: the run's config, model, data and task."""
+
+    def __init__(self, run_dir: Path, cfg, model, splits):
+        self.run_dir, self.cfg, self.model, self.splits = run_dir, cfg, model, splits
+        self.task = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
+        self.seed = cfg.train.seed
+        self._vector: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.cfg.model} on {self.cfg.data.dataset}"
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def vector_latent(self) -> bool:
+        if self._vector is None:
+            test = self.splits.test
+            self._vector = lv.has_vector_latent(self.model, test.images, test.labels)
+        return self._vector
+
+
+def _section_config(ctx: _Context) -> str:
+    cfg = ctx.cfg
+    data = {k: v for k, v in vars(cfg.data).items() if v is not None}
+    train = {k: v for k, v in vars(cfg.train).items()}
+    shapes = {"input (C, H, W)": cfg.in_shape, "output (C, H, W)": cfg.out_shape,
+              "classes": len(cfg.classes) or "none", "aekit": cfg.aekit_version, "torch": cfg.torch_version}
+    return _kv_table({f"model: {cfg.model}": cfg.model_config, "data": data, "training": train, "shapes and versions": shapes})
+
+
+def _section_metrics(ctx: _Context) -> str | None:
+    path = ctx.run_dir / TEST_METRICS_NAME
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AekitError(f"{path}: not valid JSON ({err})") from None
+    from ..eval.evaluate import METRIC_LABELS
+
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+    ordered = [k for k in METRIC_LABELS if k in scalars] + [k for k in scalars if k not in METRIC_LABELS]
+    out = [_kv_table({"": {METRIC_LABELS.get(k, k).strip(): scalars[k] for k in ordered}})]
+    out.append(f'<p class="note">On the test split ({_e(ctx.cfg.data.dataset)}), outputs decoded from the '
+               "posterior mode; the ELBO (VAEs) uses one posterior sample per image.</p>")
+    for key, value in metrics.items():
+        if not isinstance(value, dict):
+            continue
+        title = "Baselines on the same test images" if key == "baselines" else key
+        out.append(f"<h3>{_e(title)}</h3>")
+        if value and all(isinstance(v, dict) for v in value.values()):
+            out.append(_grid_table(value))
+        else:
+            out.append(_kv_table({"": value}))
+    return "".join(out)
+
+
+def _section_curves(ctx: _Context) -> str | None:
+    history = read_metrics(ctx.run_dir)
+    if not history:
+        return None
+    epochs, parts = plots.loss_series(history)
+    fig = plots.curves_figure(epochs, parts, title="losses per image by epoch")
+    return _img(fig, "Training (solid, averaged over each epoch) and validation (dashed, at the end of each epoch) "
+                     "losses by part, in nats per image for BCE.", "loss curves")
+
+
+def _section_reconstructions(ctx: _Context) -> str:
+    test = ctx.splits.test
+    n = min(RECONSTRUCTIONS, len(test))
+    rows = lv.before_after(ctx.model, ctx.task, test.images[:n], None if test.labels is None else test.labels[:n],
+                           generator=ctx.generator())
+    fig = plots.reconstructions_figure(rows, title=ctx.task.describe())
+    if ctx.task.kind == "reconstruct":
+        caption = f"The first {n} test images above their reconstructions (decoded from the posterior mode)."
+    else:
+        caption = (f"The first {n} test images, what the model was given ({ctx.task.describe()}; small inputs "
+                   "enlarged by repeating pixels) and what it made of them.")
+    return _img(fig, caption, "reconstructions")
+
+
+def _section_samples(ctx: _Context) -> str | None:
+    model = ctx.model
+    if not model.generative and (ctx.task.kind != "reconstruct" or not ctx.vector_latent()):
+        return None
+    codes = None
+    if not model.generative:
+        train = ctx.splits.train
+        m = min(CODES_FOR_SAMPLING, len(train))
+        labels = None if train.labels is None else train.labels[:m]
+        codes = encode_dataset(model, train.images[:m], labels if model.conditional else None)
+    panels = lv.sample_panels(model, SAMPLES, codes=codes, generator=ctx.generator())
+    cols = model.num_classes if model.conditional else 8
+    fig = plots.panels_figure(panels, cols=cols)
+    if model.generative:
+        caption = "Decodes of draws from the prior N(0, I)"
+        caption += ", one label per column." if model.conditional else "."
+    else:
+        caption = ("A plain autoencoder has no prior. Left: draws from a Gaussian fitted to encoded training "
+                   "images decode to plausible images. Right: random codes of the same overall scale mostly "
+                   "land where no image was encoded, and decode to blobs.")
+    return _img(fig, caption, "samples")
+
+
+def _section_scatter(ctx: _Context) -> str | None:
+    test = ctx.splits.test
+    if test.labels is None or not ctx.vector_latent():
+        return None
+    n = min(SCATTER_POINTS, len(test))
+    codes = encode_dataset(ctx.model, test.images[:n], test.labels[:n] if ctx.model.conditional else None)
+    view = lv.project_codes(codes, "pca")
+    fig = plots.scatter_figure(view.points, test.labels[:n], ctx.splits.classes,
+                               title=f"{n} test codes: {view.description}", xlabel=view.xlabel, ylabel=view.ylabel)
+    return _img(fig, f"Latent means of {n} test images, coloured by class ({view.description}).", "latent scatter")
+
+
+def _section_manifold(ctx: _Context) -> str | None:
+    model = ctx.model
+    if not ctx.vector_latent():
+        return None
+    codes = None
+    if not (model.variational and model.latent_dim == 2):
+        test = ctx.splits.test
+        n = min(SCATTER_POINTS, len(test))
+        labels = None if test.labels is None else test.labels[:n]
+        codes = encode_dataset(model, test.images[:n], labels if model.conditional else None)
+    grid = lv.manifold_latents(MANIFOLD_SIDE, latent_dim=model.latent_dim, variational=model.variational, codes=codes)
+    y = torch.zeros(grid.latents.shape[0], dtype=torch.long) if model.conditional else None
+    decoded = lv.decode_latents(model, grid.latents, y)
+    fig = plots.manifold_figure(decoded, grid.xs, grid.ys, title=grid.description, xlabel=grid.xlabel,
+                                ylabel=grid.ylabel)
+    extra = " All decoded under label 0." if model.conditional else ""
+    return _img(fig, f"Decodes of a {MANIFOLD_SIDE}x{MANIFOLD_SIDE} grid of latent points: {grid.description}.{extra}",
+                "latent manifold")
+
+
+# (id, heading, builder, needs data)
+_SECTIONS: list[tuple[str, str, Callable[[_Context], str | None], bool]] = [
+    ("config", "Configuration", _section_config, False),
+    ("metrics", "Test metrics", _section_metrics, False),
+    ("curves", "Loss curves", _section_curves, False),
+    ("reconstructions", "Reconstructions", _section_reconstructions, True),
+    ("samples", "Samples", _section_samples, True),
+    ("scatter", "Latent space", _section_scatter, True),
+    ("manifold", "Latent manifold", _section_manifold, True),
+]
+
+
+def _load_splits(cfg):
+    from ..data import load_dataset
+
+    return load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
+                        channels=cfg.data.channels, seed=cfg.train.seed)
+
+
+def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
+    """The report page as a string (see :func:`write_report`)."""
+    run_dir = Path(run_dir)
+    cfg = ckpt.read_run_config(run_dir)
+    if model is None:
+        model = ckpt.load(run_dir, device="auto")
+    data_note = None
+    if splits is None:
+        try:
+            splits = _load_splits(cfg)
+        except AekitError as err:  # the page is still worth having without the images
+            data_note = f"The data could not be loaded, so figures of images are left out: {err}"
+            log.warning("report for %s: %s", run_dir, data_note)
+    was_training = model.training
+    ctx = _Context(run_dir, cfg, model, splits)
+    # Denoising and super-resolution runs show their input too: the section says so.
+    titles = {"reconstructions": "Before and after"} if ctx.task.kind != "reconstruct" else {}
+    parts, links = [], []
+    try:
+        for sid, heading, build, needs_data in _SECTIONS:
+            if needs_data and splits is None:
+                continue
+            try:
+                body = build(ctx)
+            except Exception as err:  # any error: see below
+                # The report is written after training has finished and saved its weights; one
+                # figure that cannot be drawn must not turn a finished run into a failed one.
+                # The error is logged and shown in its section rather than hidden.
+                log.warning("report for %s: section %r failed: %s", run_dir, sid, err, exc_info=True)
+                body = f'<p class="section-error">This section could not be drawn: {_e(type(err).__name__)}: {_e(err)}</p>'
+            if body is None:
+                continue
+            heading = titles.get(sid, heading)
+            links.append(f'<a href="#{sid}">{_e(heading)}</a>')
+            parts.append(f'<section id="{sid}"><h2>{_e(heading)}</h2>{body}</section>')
+    finally:
+        model.train(was_training)
+    epochs = len(read_metrics(run_dir))
+    subtitle = (f"{cfg.model} &middot; {_e(cfg.data.dataset)} &middot; {_e(ctx.task.describe())} &middot; "
+                f"latent {model.latent_dim}-D &middot; {epochs} epoch{'s' if epochs != 1 else ''}")
+    note = f'<p class="note">{_e(data_note)}</p>' if data_note else ""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>aekit report: {_e(run_dir.name)}</title><style>{CSS}</style></head>\n<body><main>"
+        f"<header><h1>{_e(run_dir.name)}</h1><p>{subtitle}</p></header>"
+        f"<nav>{''.join(links)}</nav>{note}{''.join(parts)}"
+        f"<footer>Written by aekit {_e(cfg.aekit_version or '')} on {stamp}. "
+        "Self-contained: every image is inlined, nothing is fetched.</footer>"
+        "</main></body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, *, model=None, splits=None) -> Path:
+    """Write ``RUN_DIR/report.html`` atomically and return its path.
+
+    ``model`` (the trained model) and ``splits`` (its DatasetSplits) save loading them again
+    when the caller has them, as ``aekit train`` does; otherwise both are loaded from the run.
+    """
+    path = Path(run_dir) / REPORT_NAME
+    atomic_write_text(path, render_report(run_dir, model=model, splits=splits))
+    log.info("wrote %s", path)
+    return path
