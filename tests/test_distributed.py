@@ -6,10 +6,11 @@ check torch's own machinery end to end rather than a mock of it.  Tolerances:
 
 * 2 processes vs 1 process, same global batch and seed: the union of the two ranks' b-th
   batches is the 1-process run's b-th batch and DDP averages gradients, so the runs differ only
-  in floating-point summation order: |metric difference| <= 1e-4 relative, weights <= 1e-4
-  absolute after 3 epochs (measured: about 1e-6).
-* A distributed run killed and resumed vs the same run uninterrupted: same ranks, same order of
-  operations, so 1e-6 (measured: bit-identical).
+  in floating-point summation order: metrics within 1e-4 relative, weights within 2e-4 absolute
+  after 6 epochs (measured on this machine: 1.5e-7 and 2.2e-5; Adam turns rounding noise in
+  near-zero gradients into differences of up to lr per step, hence the looser weight bound).
+* A distributed run stopped (Ctrl-C, mid-epoch), resumed, killed (SIGKILL), resumed again vs
+  the same run uninterrupted: same ranks, same order of operations, so 1e-6.
 * Streamed vs in-memory folder: the same decoder and sample order, so bit-identical.
 """
 
@@ -44,6 +45,16 @@ EPOCHS = 6
 BLOBS = 1200  # 16x16 images: 960 train / 120 val / 120 test; 15 steps of 64 an epoch
 TINY_DENSE = {"hidden": (32,), "latent_dim": 4}
 CONV = {"channels": (8, 8, 8), "latent_dim": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process training on one thread: these tests compare numbers, not speed, and on a busy
+    2-core machine two OpenMP threads per process wait on each other (measured: 4x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _env() -> dict[str, str]:
@@ -99,10 +110,14 @@ def _write_blobs(root: Path, n: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_args(tmp_path_factory) -> list[str]:
+def blobs(tmp_path_factory) -> Path:
+    return _write_blobs(tmp_path_factory.mktemp("ddp-data") / "blobs", BLOBS)
+
+
+@pytest.fixture(scope="module")
+def run_args(blobs) -> list[str]:
     """`aekit train` options shared by the distributed runs.  dense-ae is deterministic (no
     sampling noise), so per-rank noise generators play no part and 1 vs 2 processes compare tightly."""
-    blobs = _write_blobs(tmp_path_factory.mktemp("ddp-data") / "blobs", BLOBS)
     return ["--model", "dense-ae", "--dataset", f"folder:{blobs}", "--latent-dim", "8", "--epochs", str(EPOCHS),
             "--batch-size", "64", "--seed", "0", "--device", "cpu", "--no-progress"]
 
@@ -134,24 +149,45 @@ def test_two_processes_match_one(two_process_run, run_args, tmp_path):
     dataset = run_args[run_args.index("--dataset") + 1]
     api.train(model="dense-ae", dataset=dataset, epochs=EPOCHS, batch_size=64, seed=0, device="cpu", out=one,
               model_options={"latent_dim": 8}, evaluate_test=False, write_report=False)
-    _assert_close_runs(run, one, rel=1e-4, weights_atol=1e-4)
+    _assert_close_runs(run, one, rel=1e-4, weights_atol=2e-4)
 
 
-def test_killed_distributed_run_resumes_on_every_rank(two_process_run, run_args, tmp_path):
+def _start(cmd: list[str]) -> subprocess.Popen:
+    # A session of its own: signals go to the launcher and both ranks at once, as from a terminal.
+    return subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, after: str) -> None:
+    """Wait until ``run`` has a checkpoint of a later epoch than the checkpoint name ``after``."""
+    deadline = time.monotonic() + 240
+    while not any(p.name[:10] > after[:10] for p in list_checkpoints(run)):
+        assert proc.poll() is None, f"the run ended before it could be stopped:\n{proc.stdout.read()[-2000:]}"
+        assert time.monotonic() < deadline, "no new checkpoint after 240 s"
+        time.sleep(0.02)
+
+
+def test_stopped_and_killed_distributed_run_resumes_on_every_rank(two_process_run, run_args, tmp_path):
+    """Ctrl-C mid-epoch (the ranks must agree on the step and save each rank's state), then a
+    SIGKILL of everything mid-training, then a resume to the end: equal to the run never stopped."""
     reference, _ = two_process_run
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_torchrun(*run_args, "--out", str(run)), env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "stopped"
+    proc = _start(_torchrun(*run_args, "--out", str(run)))
+    _wait_for_checkpoint(proc, run, after="ckpt-00000")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    out, _ = proc.communicate(timeout=120)
+    assert "stopped at epoch" in out, out[-3000:]
+    stopped_at = list_checkpoints(run)[-1].name
+    assert len(_metrics(run)) < EPOCHS
+
+    proc = _start(_torchrun("--resume", str(run), "--no-progress"))
     try:
-        deadline = time.monotonic() + 240
-        while not any(p.name.startswith("ckpt-00001") for p in list_checkpoints(run)):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint after 240 s"
-            time.sleep(0.02)
+        _wait_for_checkpoint(proc, run, after=stopped_at)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-training
-        proc.wait()
+        proc.communicate()
     assert len(_metrics(run)) < EPOCHS
+
     done = subprocess.run(_torchrun("--resume", str(run), "--no-progress"), env=_env(), capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -279,12 +315,13 @@ def test_a_corrupt_file_in_a_streamed_split_is_one_line_naming_it(tmp_path):
 
 # -- precision and devices ----------------------------------------------------------------------
 
-def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+def test_bf16_autocast_trains_on_the_cpu(blobs, tmp_path):
     runs = {}
     for precision in ("fp32", "bf16"):
         # dense-ae: bf16 convolutions are emulated (slow) on CPUs without AVX512-BF16 / AMX
-        api.train(model="dense-ae", epochs=1, batch_size=256, seed=0, device="cpu", precision=precision,
-                  out=tmp_path / precision, model_options=TINY_DENSE, evaluate_test=False, write_report=False)
+        api.train(model="dense-ae", dataset=f"folder:{blobs}", epochs=1, batch_size=64, seed=0, device="cpu",
+                  precision=precision, out=tmp_path / precision, model_options=TINY_DENSE, evaluate_test=False,
+                  write_report=False)
         runs[precision] = _metrics(tmp_path / precision)[0]
     bf16, fp32 = runs["bf16"]["train"]["total"], runs["fp32"]["train"]["total"]
     assert np.isfinite(bf16) and bf16 == pytest.approx(fp32, rel=0.05)  # bf16 keeps ~3 significant digits

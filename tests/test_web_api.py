@@ -1,8 +1,9 @@
 """The explorer's HTTP API (``aekit serve``), through FastAPI's TestClient on tiny trained runs.
 
 Every endpoint on a 2-D VAE, an 8-D dense AE (the PCA path), a denoising run (the extra
-output), a conditional VAE (labels) and a U-Net denoiser whose latent is too large to echo;
-then bad requests, each of which must get its own 4xx and never a 500.
+output), a conditional VAE (labels), a U-Net denoiser whose latent is too large to echo and a
+2x super-resolution run (input and output sizes differ); then bad requests, each of which must
+get its own 4xx and never a 500.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ with warnings.catch_warnings():
 
 CVAE_OPTIONS = {"channels": (8, 16), "hidden": 32, "latent_dim": 4}
 UNET_OPTIONS = {"channels": (8,)}  # latent 8 x 14 x 14 = 1,568 numbers: above MAX_Z_ECHO
+SR_OPTIONS = {"channels": (8,)}
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +45,18 @@ def runs(make_run):
         "denoise": make_run("dense-ae", task="denoise", noise="gaussian:0.5"),
         "cvae": make_run("cvae", model_options=CVAE_OPTIONS),
         "unet": make_run("dn", task="denoise", noise="gaussian:0.5", model_options=UNET_OPTIONS),
+        "sr": make_run("sr-lesson", task="super-resolution", scale=2, model_options=SR_OPTIONS),
     }
 
 
 @pytest.fixture(scope="module")
 def client(runs):
-    # ids follow the order given: 0 vae, 1 ae8, 2 denoise, 3 cvae, 4 unet
+    # ids follow the order given: 0 vae, 1 ae8, 2 denoise, 3 cvae, 4 unet, 5 sr
     with TestClient(create_app(list(runs.values()))) as c:
         yield c
 
 
-RUN = {"vae": "0", "ae8": "1", "denoise": "2", "cvae": "3", "unet": "4"}
+RUN = {"vae": "0", "ae8": "1", "denoise": "2", "cvae": "3", "unet": "4", "sr": "5"}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +99,8 @@ def test_page_and_its_files_are_served_with_a_strict_policy(client):
 
 def test_runs_are_listed_by_id_and_picked_by_id_or_name(client, runs):
     listed = client.get("/api/runs").json()["runs"]
-    assert [r["id"] for r in listed] == ["0", "1", "2", "3", "4"]
-    assert [r["model"] for r in listed] == ["vae", "dense-ae", "dense-ae", "cvae", "dn"]
+    assert [r["id"] for r in listed] == ["0", "1", "2", "3", "4", "5"]
+    assert [r["model"] for r in listed] == ["vae", "dense-ae", "dense-ae", "cvae", "dn", "sr-lesson"]
     by_name = client.get(f"/api/run?run={runs['ae8'].name}").json()
     assert by_name["id"] == RUN["ae8"] and by_name["latent_dim"] == 8
 
@@ -275,6 +278,20 @@ def test_a_denoise_run_also_shows_its_output(client, test_set):
     assert again["input"] == res["input"]  # seeded: the same drawing gets the same noise
 
 
+def test_a_super_resolution_run_sees_the_small_image(client, test_set):
+    digit = test_set.images[5, 0].numpy()
+    res = upload(client, png_bytes(digit), RUN["sr"]).json()
+    assert res["task"] == "super-resolution"
+    assert decode_uri(res["clean"]).shape == (28, 28) and decode_uri(res["output"]).shape == (28, 28)
+    small = decode_uri(res["input"])
+    assert small.shape == (14, 14)
+    np.testing.assert_allclose(small, digit.reshape(14, 2, 14, 2).mean(axis=(1, 3)), atol=1 / 255 + 1e-6)
+    pts = client.get(f"/api/points?run={RUN['sr']}").json()
+    assert len(pts["points"]) == len(test_set) and pts["method"] == "pca"
+    info = client.get(f"/api/run?run={RUN['sr']}").json()
+    assert info["in_shape"] == [1, 14, 14] and info["out_shape"] == [1, 28, 28] and info["latent_dim"] == 1568
+
+
 def test_conditional_reconstruct_takes_the_label_as_a_form_field(client):
     data = png_bytes(np.zeros((28, 28), np.float32))
     assert upload(client, data, RUN["cvae"]).status_code == 422
@@ -425,10 +442,10 @@ def test_broken_run_folders_are_skipped_or_refused(runs, tmp_path):
         assert [r["model"] for r in c.get("/api/runs").json()["runs"]] == ["vae"]
 
 
-def test_a_run_whose_weights_are_gone_says_so(runs, tmp_path):
-    run = tmp_path / "no-weights"
-    shutil.copytree(runs["vae"], run)
-    (run / "model.safetensors").unlink()
+def test_a_run_with_corrupt_weights_says_so(runs, tmp_path):
+    run = tmp_path / "bad-weights"
+    shutil.copytree(runs["vae"], run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "model.safetensors").write_bytes(b"not safetensors")
     with TestClient(create_app([run]), raise_server_exceptions=False) as c:
         res = c.get("/api/points")
     assert res.status_code == 500 and "cannot be loaded" in res.json()["detail"]

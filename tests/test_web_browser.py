@@ -1,7 +1,8 @@
 """The explorer page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-The real server (uvicorn, in a thread, on a free loopback port) serves two tiny runs: a 2-D VAE
-and a denoising dense AE.  Screenshots land in ``test-artifacts/`` at the repository root.
+The real server (uvicorn, in a thread, on a free loopback port) serves four tiny runs: a 2-D
+VAE, a denoising dense AE, a conditional VAE and a U-Net denoiser whose latent (1,568 numbers)
+is too large to send, so its sliders move along principal axes.  Screenshots land in ``test-artifacts/`` at the repository root.
 Any request the page makes to anything but this server is blocked and fails the test: the
 page must work offline.
 """
@@ -21,6 +22,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# as in test_web_api.py, so a session that runs both trains each once
+CVAE_OPTIONS = {"channels": (8, 16), "hidden": 32, "latent_dim": 4}
+UNET_OPTIONS = {"channels": (8,)}
 TIMEOUT_MS = 60_000  # the first page load trains nothing but loads a model and encodes the test set
 
 
@@ -29,7 +33,9 @@ def server(make_run):
     uvicorn = pytest.importorskip("uvicorn")
     from aekit.web import create_app
 
-    runs = [make_run("vae"), make_run("dense-ae", task="denoise", noise="gaussian:0.5")]
+    runs = [make_run("vae"), make_run("dense-ae", task="denoise", noise="gaussian:0.5"),
+            make_run("cvae", model_options=CVAE_OPTIONS),
+            make_run("dn", task="denoise", noise="gaussian:0.5", model_options=UNET_OPTIONS)]
     app = create_app(runs, allowed_hosts=["127.0.0.1", "localhost"])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -239,3 +245,33 @@ def test_a_denoise_run_shows_its_output(page):
     page.screenshot("explorer-denoise")
     page.check_clean()
 
+
+
+def test_a_conditional_run_has_a_class_selector(page):
+    page.open("#run=2")
+    assert page.page.is_visible("#class-picker") and page.page.is_visible("#random-button")
+    assert page.page.locator("#class-select option").count() == 10
+    before = page.src("#decoded")
+    page.page.select_option("#class-select", "7")
+    after = page.wait_src_change("#decoded", before)
+    page.page.click("#random-button")
+    page.wait_src_change("#decoded", after)
+    page.draw_stroke([(0.5, 0.2), (0.5, 0.8)])
+    page.page.wait_for_selector("#recon-reconstruction")
+    page.check_clean()
+
+
+def test_a_large_latent_moves_along_principal_axes(page):
+    page.open("#run=3")
+    assert "first 8 principal axes" in page.page.text_content("#slider-note")
+    assert page.page.locator("#sliders input[type=range]").count() == 8
+    assert "1568 numbers" in page.page.text_content("#z-readout")  # too large to show, and to send
+    before = page.src("#decoded")
+    page.page.locator("#slider-0").focus()
+    for _ in range(60):
+        page.page.keyboard.press("ArrowRight")
+    after_slider = page.wait_src_change("#decoded", before)
+    box = page.box("#map")
+    page.page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.4)
+    page.wait_src_change("#decoded", after_slider)
+    page.check_clean()

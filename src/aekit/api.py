@@ -23,7 +23,7 @@ from .fileio import atomic_write_text
 from .registry import config_from_dict, lookup
 from .tasks import make_task
 from .train import checkpoint as ckpt
-from .train.distributed import dist_info, rank0_then_broadcast, session
+from .train.distributed import cpu_threads, dist_info, rank0_then_broadcast, session
 from .train.loop import Callbacks, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -175,14 +175,21 @@ def _train(dev: torch.device, *, model, dataset, out, resume, epochs, batch_size
     if tuple(net.out_shape) != tuple(target_shape):
         raise ConfigError(f"{cfg.model} produces images of shape {net.out_shape}, the targets are {target_shape}; "
                           "choose a model for this task")
+    # A full disk is refused now, not after an epoch of training; only rank 0 writes, so only its disk counts.
+    rank0_then_broadcast(lambda: ckpt.check_free_space(run_dir, net))
     trainer = Trainer(net, splits.train, splits.val, cfg, run_dir, task=task_obj, device=dev, callbacks=callbacks)
-    result = trainer.fit(resume=resume is not None, stop_after_epoch=stop_after_epoch)
+    with cpu_threads(dev, workers=cfg.train.num_workers if trainer.streamed else 0):
+        result = trainer.fit(resume=resume is not None, stop_after_epoch=stop_after_epoch)
     if world > 1:
         torch.distributed.barrier()
 
     test_metrics = None
     finished = not result.interrupted and result.epochs_done >= cfg.train.epochs
     if rank == 0 and finished:
+        # The run's own copy of the weights is written after each checkpoint; a process killed
+        # between the two at the last epoch left it one epoch old, and a resume has no epoch left
+        # to rewrite it in.
+        ckpt.save_weights(net, run_dir / ckpt.WEIGHTS_NAME)
         net.run_config = cfg
         if evaluate_test:
             from .eval.evaluate import evaluate_model

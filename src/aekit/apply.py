@@ -86,8 +86,7 @@ def apply_tiled(model, image: Tensor, *, overlap: int | None = None, batch_size:
     default a quarter of the tile.
     """
     c, th, tw = model.in_shape
-    _, oh, ow = model.out_shape
-    s = oh // th
+    s = model.out_shape[1] // th  # 1 for a denoiser, the enlargement for super-resolution
     if image.dim() != 3 or image.shape[0] != c:
         raise ConfigError(f"expected an image (C, H, W) with C = {c} (the model's channels), got {tuple(image.shape)}")
     overlap = max(th, tw) // 4 if overlap is None else overlap

@@ -110,6 +110,10 @@ def _check_n(n: int | None, what: str, minimum: int = 1) -> None:
 
 
 def _require_vector_latent(model, images: Tensor, labels: Tensor | None, kind: str) -> None:
+    if not lv.is_bottleneck(model):
+        raise ConfigError(f"`{kind}` needs a model with a bottleneck; {model.registry_name}'s code "
+                          f"({model.latent_dim} numbers) is larger than its input, so it maps nothing: "
+                          "plot a run of an autoencoder or VAE instead")
     if not lv.has_vector_latent(model, images, labels):
         raise ConfigError(f"`{kind}` needs a model whose codes are vectors that decode back to images; "
                           f"{model.registry_name}'s are not")
@@ -127,8 +131,7 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
     codes = None
     if not model.generative:
         train = load_splits(model, dataset=dataset, data_dir=data_dir).train
-        images = train.images[:MAX_CODES_FOR_SAMPLING]
-        labels = None if train.labels is None else train.labels[:MAX_CODES_FOR_SAMPLING]
+        images, labels = lv.first_images(train, MAX_CODES_FOR_SAMPLING)
         _require_vector_latent(model, images, labels, "sample")
         codes = encode_dataset(model, images, labels if model.conditional else None)
     panels = lv.sample_panels(model, n, codes=codes, label=label, temperature=temperature,
@@ -303,9 +306,9 @@ def embed_split(model, splits, split: str) -> tuple[Tensor, Tensor | None]:
     """Latent means of one split (or all three, train then val then test), with labels."""
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}, all")
-    parts = [getattr(splits, s) for s in (SPLITS if split == "all" else (split,))]
-    images = torch.cat([p.images for p in parts])
-    labels = None if any(p.labels is None for p in parts) else torch.cat([p.labels for p in parts])
+    parts = [lv.first_images(getattr(splits, s)) for s in (SPLITS if split == "all" else (split,))]
+    images = torch.cat([images for images, _ in parts])
+    labels = None if any(labels is None for _, labels in parts) else torch.cat([labels for _, labels in parts])
     codes = encode_dataset(model, images, labels if model.conditional else None)
     return codes.reshape(codes.shape[0], -1), labels
 
@@ -432,9 +435,12 @@ def compare_with_pca(model, train, test, *, k: int = 5) -> PCAComparison:
 def compare_pca(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None, k: int = 5,
                 device: str = "auto") -> PCAComparison:
     """:func:`compare_with_pca` on the run's training and test splits."""
+    from .data import ImageSet
+
     model = load_run(run_dir, device=device)
     splits = load_splits(model, dataset=dataset, data_dir=data_dir)
-    return compare_with_pca(model, splits.train, splits.test, k=k)
+    train = ImageSet(*lv.first_images(splits.train))  # a streamed training set is decoded here
+    return compare_with_pca(model, train, splits.test, k=k)
 
 
 def comparison_json(result: PCAComparison) -> str:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
 from ..config import TrainConfig
@@ -177,10 +178,13 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
     # The process group does not exist yet (api.train joins it), so read the rank torchrun set.
     rank = int(os.environ.get("RANK", "0"))
     stop = {"requested": False, "at": 0.0}
+    # Under torchrun one Ctrl-C arrives twice, from the terminal and then from the launcher
+    # (which waits 30 s for the workers to exit): the second is not a request to abort.
+    same_press = 5.0 if launched_by_torchrun() else 0.0
 
     def on_sigint(signum, frame):
-        if stop["requested"] and time.monotonic() - stop["at"] < 1.0:
-            return  # under torchrun one Ctrl-C arrives twice: from the terminal and from the launcher
+        if stop["requested"] and time.monotonic() - stop["at"] < same_press:
+            return
         if stop["requested"]:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
         stop["requested"], stop["at"] = True, time.monotonic()
@@ -225,16 +229,19 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
 
 
 def _command_line(ctx: click.Context, *, leave_out: str) -> list[str]:
-    """The arguments that reproduce ``ctx``'s command (its group's options too), without ``leave_out``.
+    """The options given on ``ctx``'s command line (its group's too), without ``leave_out``.
 
     Rebuilt from the parsed values rather than taken from sys.argv, which holds something else
-    when the command is invoked from Python (click's test runner, a notebook).
+    when the command is invoked from Python (click's test runner, a notebook).  Defaults are
+    left out, so that the relaunched command means what the user typed (a resume, say, does
+    not get a --dataset it would then have to ignore).
     """
     def options(c: click.Context) -> list[str]:
         out: list[str] = []
         for param in c.command.params:
             value = c.params.get(param.name)
-            if not isinstance(param, click.Option) or param.name == leave_out or value is None:
+            if (not isinstance(param, click.Option) or param.name == leave_out or value is None
+                    or c.get_parameter_source(param.name) in (None, ParameterSource.DEFAULT)):
                 continue
             if param.is_flag:
                 if value:
@@ -260,15 +267,18 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))  # else torchrun picks 1
     log.info("launching: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
-    # Ctrl-C reaches torchrun and its workers directly (same process group); torchrun then
-    # shuts the workers down, so this process only waits.  A SIGTERM is passed on.
-    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches torchrun and its workers directly (same process group): the workers agree
+    # on a step, save a checkpoint and exit, so this process only waits, and then exits as an
+    # interrupted run does (torchrun itself reports a failure).  A SIGTERM is passed on.
+    interrupted = []
+    previous_int = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     try:
-        return proc.wait()
+        status = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
+    return 130 if interrupted and status else status
 
 
 @main.command()
@@ -278,7 +288,12 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(run_dir, dataset, data_dir, device, as_json):
-    """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs."""
+    """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs.
+
+    Denoise and super-resolution runs are also compared with baselines on the same images:
+    the noisy input and classical denoisers (tuned on validation images), or nearest,
+    bilinear and bicubic enlargement.
+    """
     from .. import api
 
     metrics = api.evaluate(run_dir, dataset=dataset, data_dir=data_dir, device=device)

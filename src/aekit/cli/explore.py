@@ -30,7 +30,7 @@ def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
     return path
 
 
-@main.command()
+@main.command(short_help="Generate images: prior draws, or where a plain AE's codes lie.")
 @_RUN_DIR
 @click.option("-n", "n", type=int, default=64, show_default=True, help="How many images to generate.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
@@ -53,10 +53,22 @@ def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device)
     click.echo(f"wrote {save_figure(fig, path)}")
 
 
-_KINDS_HELP = "KIND is one of: reconstructions, scatter, manifold, interpolate, latent-noise, curves, ood, labels."
+# Kept here as text (not read from aekit.explore) so that `aekit --help` needs no torch import;
+# tests/test_explore.py checks that every kind is listed.
+_KINDS_HELP = """\b
+KIND:
+  reconstructions  test images above the reconstructions (and the input, for denoise/SR)
+  scatter          test-set latent means coloured by class (PCA above 2-D; --method tsne)
+  manifold         decodes of a grid over the latent space (the lesson's digit manifold)
+  interpolate      decodes between two test images' codes (--between I J)
+  latent-noise     codes plus growing Gaussian noise, decoded (the lesson's Task 2)
+  curves           training and validation losses by part
+  ood              reconstruction-error histograms against --against NAME, with ROC-AUC
+  labels           conditional models: one code decoded under every label
+"""
 
 
-@main.command(epilog=_KINDS_HELP)
+@main.command(epilog=_KINDS_HELP, short_help="Draw one figure of a run: scatter, manifold, curves, ood, ...")
 @_RUN_DIR
 @click.argument("kind")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
@@ -90,7 +102,7 @@ def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, 
     click.echo(f"wrote {save_figure(fig, path)}")
 
 
-@main.command()
+@main.command(short_help="Write a split's latent means and labels to .npy, .npz or .csv.")
 @_RUN_DIR
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="File to write: .npy (codes), .npz (codes and labels) or .csv (z0..zD-1,label).")
@@ -106,7 +118,7 @@ def embed(run_dir, out, split, dataset, data_dir, device):
     click.echo(f"wrote {n} codes of {d} dimensions to {path}")
 
 
-@main.command("compare-pca")
+@main.command("compare-pca", short_help="Compare with PCA of the same size: error, PSNR, k-NN.")
 @_RUN_DIR
 @click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours for the k-NN accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -141,7 +153,7 @@ def compare_pca(run_dir, k, as_json, dataset, data_dir, device):
                f"(PCA clamped to [0, 1]: {summary['pca_clamped_sse_per_image']:.3f})")
 
 
-@main.command()
+@main.command(short_help="Write RUN_DIR/report.html: the whole run on one page.")
 @_RUN_DIR
 @_DATA_DIR
 @_DEVICE

@@ -10,7 +10,7 @@ import click
 
 from . import main
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # the Host headers a page on loopback arrives with
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -55,9 +55,12 @@ def serve(path, port, host, device, threads):
     # Requests run in a thread pool; one torch thread each lets concurrent decodes use the
     # cores instead of fighting over them, and a single 28x28 decode gains nothing from more.
     torch.set_num_threads(threads)
-    loopback = host in LOOPBACK_NAMES
+    # On loopback only loopback Host headers are accepted: a web page elsewhere cannot then reach
+    # the server through DNS rebinding.  (Starlette's host check cannot parse IPv6 literals, so
+    # --host ::1 goes without it.)
+    loopback = host in LOOPBACK_NAMES or host == "::1"
     try:
-        app = create_app(runs, device=device, allowed_hosts=list(LOOPBACK_NAMES) if loopback else None)
+        app = create_app(runs, device=device, allowed_hosts=list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else None)
     except BaseException:
         sock.close()
         raise

@@ -8,6 +8,7 @@ seed gives the same picture on any device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -300,3 +301,26 @@ def has_vector_latent(model, images: Tensor, labels: Tensor | None = None) -> bo
     y = _labels_for(model, labels, min(2, images.shape[0]))
     z = encode_dataset(model, images[:2], y)
     return z.dim() == 2 and z.shape[1] == model.latent_dim
+
+
+def is_bottleneck(model) -> bool:
+    """Whether the code is smaller than the input, so it has to summarise the image.
+
+    The image-to-image models (``dn``, ``sr``) pass every encoder level to the decoder through
+    skip connections, and their "latent" is all of those features packed together: larger than
+    the image, and no map of anything.  Latent-space plots are for models with a bottleneck.
+    """
+    return model.latent_dim < math.prod(model.in_shape)
+
+
+def first_images(data, n: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """The first ``n`` (all: None) images and labels of an ImageSet, or of a streamed training
+    set (which has no images tensor and decodes them from disk)."""
+    images = getattr(data, "images", None)
+    if not isinstance(images, Tensor):
+        data = data.load(n)
+        images = data.images
+    labels = data.labels
+    if n is not None:
+        images, labels = images[:n], None if labels is None else labels[:n]
+    return images, labels

@@ -6,8 +6,8 @@
 everything the decoder needs (documented per model), so ``decode(encode(x).mode())`` is the
 model's output and save/load/evaluate work as for any autoencoder.
 
-- ``sr-lesson``: the lesson's layers (two convs on the small image, nearest upsampling, one
-  conv to the image), kept to reproduce its numbers (about 16.5 dB at 2x on MNIST after three
+- ``sr-lesson``: the lesson's layers (two convs on the small image, nearest upsampling, convs
+  to the image), kept to reproduce its numbers (about 16.5 dB at 2x on MNIST after three
   epochs: worse than bicubic interpolation).
 - ``sr``: aekit's default.  A U-Net on the small image predicts a correction to its bicubic
   enlargement (residual learning, as in Kim et al., "VDSR", 2016): most of the answer is
@@ -58,15 +58,19 @@ class SRLessonConfig:
     in_shape: tuple[int, int, int] = (1, 14, 14)  # the small input: MNIST at 2x
     scale: int = 2  # set by --scale
     channels: tuple[int, ...] = (64, 32)  # the lesson's two convs on the small image
+    # One conv + ReLU at full size after the upsampling: without it the four output pixels of
+    # an upsampled block are near-linear functions of the same features, and the model cannot
+    # even fit a single batch (tests/test_models.py); 0 leaves it out.
+    up_channels: int = 32
     recon_loss: str = "bce"  # the lesson trains with binary cross-entropy
 
 
 @register("sr-lesson", SRLessonConfig)
 class SRLesson(_Upscaler):
-    """The lesson's super-resolution layers: convs, nearest upsampling, a conv to the image.
+    """The lesson's super-resolution layers: convs, nearest upsampling, convs to the image.
 
     Latent: the last conv's features on the small image, (channels[-1], h, w) flattened; the
-    decoder is the upsampling and the final conv.
+    decoder is the upsampling and the convs after it.
     """
 
     def __init__(self, config: SRLessonConfig):
@@ -79,8 +83,11 @@ class SRLesson(_Upscaler):
             prev = ch
         self.encoder = nn.Sequential(*layers)
         self.code_shape = (prev, h, w)
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=self.scale, mode="nearest"),
-                                     nn.Conv2d(prev, c, 3, padding=1))
+        up: list[nn.Module] = [nn.Upsample(scale_factor=self.scale, mode="nearest")]
+        if config.up_channels:
+            up.append(conv_relu(prev, config.up_channels))
+            prev = config.up_channels
+        self.decoder = nn.Sequential(*up, nn.Conv2d(prev, c, 3, padding=1))
 
     @property
     def latent_dim(self) -> int:

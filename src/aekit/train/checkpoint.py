@@ -16,9 +16,12 @@ safetensors; optimiser state is a tensor-only ``torch.save`` read back with
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,9 +45,34 @@ CHECKPOINTS_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2  # the newest, and one before it in case the newest is being replaced
 
 
-def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+# What a failed write raises: the OS's own error, or safetensors' wrapping of it ("I/O error:
+# No space left on device").  Neither reaches the user as a traceback: see _cannot_write.
+WRITE_ERRORS = (OSError, SafetensorError)
+
+
+def _write_safetensors(model: torch.nn.Module, path: str | Path) -> None:
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_write_with(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+
+
+def _cannot_write(path: str | Path, err: BaseException) -> str:
+    if isinstance(err, OSError):
+        reason = err.strerror or str(err)
+    else:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"cannot write {path} ({reason})"
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Write the model's weights as safetensors, atomically: ``path`` holds the old file or the new one."""
+    path = Path(path)
+    try:
+        _write_safetensors(model, path)
+    except WRITE_ERRORS as err:
+        raise CheckpointError(f"{_cannot_write(path, err)}; the file there before, if any, is unchanged: "
+                              "free disk space or choose a writable folder, then try again") from None
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # earlier writes of this file, killed midway
+        stale.unlink(missing_ok=True)
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -128,12 +156,42 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = "cpu", weig
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model = build_from_config(cfg, str(run_dir / CONFIG_NAME))
-    load_weights(model, weights or run_dir / WEIGHTS_NAME)
+    if weights is None:
+        weights = run_dir / WEIGHTS_NAME
+        newest = list_checkpoints(run_dir)
+        if not weights.is_file() and newest:
+            # Training writes each epoch's checkpoint first and then the run's own copy of its
+            # weights; a process killed between the two left the weights in the checkpoint only.
+            weights = newest[-1] / WEIGHTS_NAME
+    load_weights(model, weights)
     model.run_config = cfg
     return model.to(resolve_device(device)).eval()
 
 
 # -- resumable checkpoints -----------------------------------------------------------------
+
+def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
+    """Refuse to start when the disk under ``run_dir`` cannot hold this model's checkpoints.
+
+    At the fullest moment of a save the folder holds KEEP_CHECKPOINTS checkpoints plus the one
+    being written (weights, and Adam's two moments per weight) and the run's weights plus their
+    replacement.  Space the run folder already uses for these is counted as available.
+    """
+    from ..errors import ConfigError
+
+    run_dir = Path(run_dir)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = (KEEP_CHECKPOINTS + 1) * 3 * weights + 2 * weights
+    have = sum(p.stat().st_size for p in run_dir.glob(f"{CHECKPOINTS_DIR}/ckpt-*/*") if p.is_file())
+    if (run_dir / WEIGHTS_NAME).is_file():
+        have += (run_dir / WEIGHTS_NAME).stat().st_size
+    free = shutil.disk_usage(run_dir).free
+    if free + have < need:
+        raise ConfigError(
+            f"{run_dir}: {free / 1e6:,.1f} MB free on its disk, but this model's checkpoints need about "
+            f"{(need - have) / 1e6:,.1f} MB more; free some space or choose another --out"
+        )
+
 
 def _ckpt_name(epoch: int, step: int) -> str:
     return f"ckpt-{epoch:05d}-{step:09d}"
@@ -141,31 +199,62 @@ def _ckpt_name(epoch: int, step: int) -> str:
 
 def write_checkpoint(run_dir: Path, model: torch.nn.Module, trainer_state: dict[str, Any],
                      optimizer_state: dict[str, Any]) -> Path:
-    """Write a complete resume point, then rename it into place; prune older ones."""
+    """Write a complete resume point, then rename it into place; prune older ones.
+
+    A failed write (a full disk, say) raises CheckpointError and leaves the checkpoints that
+    were there before untouched.
+    """
     root = run_dir / CHECKPOINTS_DIR
-    root.mkdir(exist_ok=True)
     final = root / _ckpt_name(trainer_state["epoch"], trainer_state["step"])
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    if final.is_dir() and _is_complete(final):
+        # The same point again (Ctrl-C right after an epoch): its training state is the same, and
+        # replacing the folder would leave a moment with no copy of it at all.
+        return final
+    tmp = None
     try:
-        save_weights(model, tmp / WEIGHTS_NAME)
+        root.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        _write_safetensors(model, tmp / WEIGHTS_NAME)
+        buffer = io.BytesIO()  # serialised first, so that a failed write is the OS's error (errno), not torch's
+        torch.save(optimizer_state, buffer)
         with open(tmp / "optimizers.pt", "wb") as fh:
-            torch.save(optimizer_state, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         atomic_write_text(tmp / "state.json", json.dumps(trainer_state, indent=2))
-        if final.exists():  # same point written twice (e.g. Ctrl-C right after an epoch)
+        if final.exists():  # an incomplete folder under the final name: nothing in it to keep
             shutil.rmtree(final)
         os.rename(tmp, final)
         fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, WRITE_ERRORS):
+            good = list_checkpoints(run_dir)
+            last = f"the last good one, {good[-1].name}, is untouched" if good else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"{_cannot_write(root / final.name, err)}; {last}: free disk space or fix the folder, "
+                f"then continue with `aekit train --resume {run_dir}`"
+            ) from None
         raise
     for old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # left by a process killed mid-write
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
+    # Temporary files of the trainer's rewrites of metrics.jsonl, left by a process killed
+    # mid-write (only the trainer writes that file, so none of them is still being written).
+    for stale in run_dir.glob(f".{METRICS_NAME}.*.tmp"):
+        stale.unlink(missing_ok=True)
     return final
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return (path / WEIGHTS_NAME).is_file()
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -176,14 +265,33 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The trainer state and optimiser state of a checkpoint folder (weights read separately)."""
+    """The trainer state and optimiser state of a checkpoint folder (weights read separately).
+
+    ``optimizers.pt`` is read with torch's tensor-only unpickler: a file that names any other
+    Python object (which a plain ``pickle.load`` would call) is refused, and nothing in it runs.
+    """
+    path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
         optim = torch.load(path / "optimizers.pt", map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: incomplete checkpoint ({Path(err.filename).name} missing)") from None
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"it names {found.group(1)}, but" if found else "it holds more than"
+        raise CheckpointError(
+            f"{path / 'optimizers.pt'}: refused to unpickle: {what} aekit writes only tensors and plain values "
+            "(it may carry code; nothing in it was run); delete this checkpoint folder"
+        ) from None
     except Exception as err:  # noqa: BLE001 - torch.load's errors for bad files have no common type
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict) or not isinstance(optim, dict):
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {first})") from None
+    if (not isinstance(state, dict) or not isinstance(optim, dict)
+            or not isinstance(optim.get("optimizers"), dict) or not isinstance(optim.get("extra"), dict)
+            or not all(isinstance(v, dict) for v in optim["optimizers"].values())):
         raise CheckpointError(f"{path}: checkpoint files have the wrong structure")
+    for key in ("epoch", "step", "batch_in_epoch"):
+        value = state.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: state.json: {key} must be a whole number >= 0, got {value!r}")
     return state, optim

@@ -53,13 +53,32 @@ def threads_per_process(local_world: int) -> int:
 
 
 @contextlib.contextmanager
+def cpu_threads(device: torch.device, *, workers: int = 0) -> Iterator[None]:
+    """Train with no more busy threads than cores; the previous thread count comes back after.
+
+    A CPU process gets at most ``cores // processes on this node - workers`` threads (and never
+    more than it had: OMP_NUM_THREADS, which torchrun sets to 1 unless the user did, still
+    caps it).  Oversubscribing costs far more than idling a core: OpenMP threads spin while
+    they wait for each other, and on 2 cores a 2-thread trainer beside 2 DataLoader workers
+    ran 5x slower than a 1-thread one (benchmarks/scaling.py).
+    """
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist_info()[1] > 1 else 1
+        torch.set_num_threads(max(1, min(before, available_cores() // local_world - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def session(device: torch.device) -> Iterator[torch.device]:
     """Join torchrun's process group for the duration of a run; yields this process's device.
 
     A CUDA device becomes ``cuda:LOCAL_RANK`` (set as current before the group exists, so NCCL
-    never puts two ranks on one GPU).  On the CPU each process gets ``cores // processes on this
-    node`` threads unless OMP_NUM_THREADS says otherwise (torchrun sets it to 1 when the user
-    has not).  A group that already exists (the caller made it) is used and left alone.
+    never puts two ranks on one GPU).  A group that already exists (the caller made it) is used
+    and left alone.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if not launched_by_torchrun() or world < 2 or (dist.is_available() and dist.is_initialized()):
@@ -69,22 +88,22 @@ def session(device: torch.device) -> Iterator[torch.device]:
         raise ConfigError("this PyTorch build has no torch.distributed; install a standard PyTorch wheel")
     local_rank = int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        local_world, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count()
+        if local_world > gpus:  # NCCL cannot put two ranks on one GPU
+            raise ConfigError(f"{local_world} processes on this node but {gpus} GPU(s); start one process "
+                              f"per GPU (--nproc-per-node {gpus}), or train on the CPU with --device cpu")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         backend = "gloo"
-        if "OMP_NUM_THREADS" not in os.environ:
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-            torch.set_num_threads(threads_per_process(local_world))
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
         dist.init_process_group(backend)
     except (RuntimeError, ValueError) as err:  # DistNetworkError and friends are RuntimeErrors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot join the {backend} process group at {where}: {first}") from None
-    log.info("rank %d of %d (%s, %s, %d CPU threads)", dist.get_rank(), dist.get_world_size(), backend,
-             device, torch.get_num_threads())
+    log.info("rank %d of %d (%s, %s)", dist.get_rank(), dist.get_world_size(), backend, device)
     try:
         yield device
     finally:

@@ -276,7 +276,9 @@ class Trainer:
         self._resume_noise_state = None
         if self.batch_in_epoch and noise is not None and noise.numel():
             if saved_world == self.world and noise.shape[0] == self.world:
-                self._resume_noise_state = noise[self.rank]
+                # A copy: torch's Generator.set_state reads a view's storage from its start (and
+                # crashed on row 1 of this stack), so hand it a tensor of its own.
+                self._resume_noise_state = noise[self.rank].clone()
             else:
                 log.warning("resuming mid-epoch with %d processes instead of %d: the rest of the epoch keeps "
                             "its sample order but draws fresh noise", self.world, saved_world)

@@ -85,7 +85,7 @@ def panels_figure(panels: dict[str, Tensor], *, title: str | None = None, cols: 
     width = max(cell * cols, 3.2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels) + 0.3 * (len(panels) - 1),
                                                       cell * rows_per_panel + 0.9 + (0.3 if title else 0)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")  # constrained: leaves room for the suptitle
     for ax, (caption, images) in zip(axes[0], panels.items()):
         grid = [images[r * cols:(r + 1) * cols] for r in range(math.ceil(images.shape[0] / cols))]
         _show(ax, mosaic(grid))
@@ -94,7 +94,6 @@ def panels_figure(panels: dict[str, Tensor], *, title: str | None = None, cols: 
         ax.set_title("\n".join(textwrap.wrap(caption, width=max(int(width * 11), 24))), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(pad=0.4)
     return fig
 
 
@@ -225,7 +224,7 @@ def ood_figure(errors_in: Tensor, errors_out: Tensor, *, name_in: str, name_out:
     ax.set_ylabel("density", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8)
-    ax.set_title(f"{title}\nROC-AUC of reconstruction error as an OOD score: {auc:.3f}", fontsize=10)
+    ax.set_title(f"{title}\nROC-AUC of reconstruction error as an OOD score: {auc:.4f}", fontsize=10)
     fig.tight_layout()
     return fig
 

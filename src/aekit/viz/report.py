@@ -79,29 +79,36 @@ def _img(fig, caption: str, alt: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int | None = None) -> str:
+    """A value for a table cell: metrics with ``digits`` decimals, settings as written (6 digits)."""
     if isinstance(value, bool) or value is None:
         return _e(value)
     if isinstance(value, int):
         return f"{value:d}"
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
+        if not math.isfinite(value):
             return _e(value)
-        return f"{value:.4g}" if abs(value) >= 1e4 or abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+        if digits is None or abs(value) >= 1e5 or (value != 0 and abs(value) < 10 ** -digits):
+            return f"{value:.6g}"
+        return f"{value:.{digits}f}"
     if isinstance(value, (list, tuple)):
         return _e(", ".join(str(v) for v in value))
     return _e(value)
 
 
-def _kv_table(groups: dict[str, dict]) -> str:
+def _kv_table(groups: dict[str, dict], digits: int | None = None) -> str:
     rows = []
     for group, values in groups.items():
         if group:
             rows.append(f'<tr><th class="group" colspan="2">{_e(group)}</th></tr>')
         for key, value in values.items():
             num = isinstance(value, (int, float)) and not isinstance(value, bool)
-            rows.append(f"<tr><td>{_e(key)}</td><td{' class=num' if num else ''}>{_fmt(value)}</td></tr>")
+            cell = '<td class="num">' if num else "<td>"
+            rows.append(f"<tr><td>{_e(key)}</td>{cell}{_fmt(value, digits)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+_COLUMN_NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "n": "images", "param": "parameter"}
 
 
 def _grid_table(rows: dict[str, dict]) -> str:
@@ -111,10 +118,10 @@ def _grid_table(rows: dict[str, dict]) -> str:
         for key in values:
             if key not in columns:
                 columns.append(key)
-    head = "<tr><th></th>" + "".join(f"<th>{_e(c)}</th>" for c in columns) + "</tr>"
+    head = "<tr><th></th>" + "".join(f"<th>{_e(_COLUMN_NAMES.get(c, c))}</th>" for c in columns) + "</tr>"
     body = []
     for name, values in rows.items():
-        cells = "".join(f'<td class="num">{_fmt(values.get(c, ""))}</td>' for c in columns)
+        cells = "".join(f'<td class="num">{_fmt(values.get(c, ""), 4)}</td>' for c in columns)
         body.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
     return "<table>" + head + "".join(body) + "</table>"
 
@@ -138,9 +145,10 @@ class _Context:
         return torch.Generator().manual_seed(self.seed)
 
     def vector_latent(self) -> bool:
+        """Whether the latent-space sections apply: a bottleneck of vectors that decode."""
         if self._vector is None:
             test = self.splits.test
-            self._vector = lv.has_vector_latent(self.model, test.images, test.labels)
+            self._vector = lv.is_bottleneck(self.model) and lv.has_vector_latent(self.model, test.images, test.labels)
         return self._vector
 
 
@@ -165,9 +173,10 @@ def _section_metrics(ctx: _Context) -> str | None:
 
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
     ordered = [k for k in METRIC_LABELS if k in scalars] + [k for k in scalars if k not in METRIC_LABELS]
-    out = [_kv_table({"": {METRIC_LABELS.get(k, k).strip(): scalars[k] for k in ordered}})]
-    out.append(f'<p class="note">On the test split ({_e(ctx.cfg.data.dataset)}), outputs decoded from the '
-               "posterior mode; the ELBO (VAEs) uses one posterior sample per image.</p>")
+    out = [_kv_table({"": {METRIC_LABELS.get(k, k).strip(): scalars[k] for k in ordered}}, digits=4)]
+    elbo = "; the ELBO uses one posterior sample per image" if "elbo" in scalars else ""
+    out.append(f'<p class="note">On the test split of {_e(ctx.cfg.data.dataset)}, outputs decoded from the '
+               f"posterior mode{elbo}.</p>")
     for key, value in metrics.items():
         if not isinstance(value, dict):
             continue
@@ -176,7 +185,7 @@ def _section_metrics(ctx: _Context) -> str | None:
         if value and all(isinstance(v, dict) for v in value.values()):
             out.append(_grid_table(value))
         else:
-            out.append(_kv_table({"": value}))
+            out.append(_kv_table({"": value}, digits=4))
     return "".join(out)
 
 
@@ -210,10 +219,8 @@ def _section_samples(ctx: _Context) -> str | None:
         return None
     codes = None
     if not model.generative:
-        train = ctx.splits.train
-        m = min(CODES_FOR_SAMPLING, len(train))
-        labels = None if train.labels is None else train.labels[:m]
-        codes = encode_dataset(model, train.images[:m], labels if model.conditional else None)
+        images, labels = lv.first_images(ctx.splits.train, CODES_FOR_SAMPLING)
+        codes = encode_dataset(model, images, labels if model.conditional else None)
     panels = lv.sample_panels(model, SAMPLES, codes=codes, generator=ctx.generator())
     cols = model.num_classes if model.conditional else 8
     fig = plots.panels_figure(panels, cols=cols)
@@ -316,8 +323,10 @@ def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
     finally:
         model.train(was_training)
     epochs = len(read_metrics(run_dir))
-    subtitle = (f"{cfg.model} &middot; {_e(cfg.data.dataset)} &middot; {_e(ctx.task.describe())} &middot; "
-                f"latent {model.latent_dim}-D &middot; {epochs} epoch{'s' if epochs != 1 else ''}")
+    params = sum(p.numel() for p in model.parameters())
+    subtitle = (f"{_e(cfg.model)} &middot; {_e(cfg.data.dataset)} &middot; {_e(ctx.task.describe())} &middot; "
+                f"latent {model.latent_dim}-D &middot; {params:,} parameters &middot; "
+                f"{epochs} epoch{'s' if epochs != 1 else ''}")
     note = f'<p class="note">{_e(data_note)}</p>' if data_note else ""
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (

@@ -253,7 +253,7 @@ class RunExplorer:
     def summary(self) -> dict:
         cfg = self.config
         return {"id": self.id, "name": self.name, "model": cfg.model, "task": cfg.data.task,
-                "dataset": cfg.data.dataset, "latent_dim": cfg.model_config.get("latent_dim")}
+                "dataset": cfg.data.dataset}
 
     def info(self) -> dict:
         """Config, flags and metrics: GET /api/run."""
@@ -270,7 +270,7 @@ class RunExplorer:
                 log.warning("%s: unreadable (%s); the page shows no test metrics", path, err)
         return _finite_json({
             **self.summary(),
-            "latent_dim": model.latent_dim,  # the config has none for models that compute it (U-Nets)
+            "latent_dim": model.latent_dim,  # from the model: U-Nets compute it, their configs hold none
             "flags": {"variational": bool(model.variational), "generative": bool(model.generative),
                       "conditional": bool(model.conditional)},
             "in_shape": list(model.in_shape), "out_shape": list(model.out_shape),

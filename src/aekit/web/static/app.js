@@ -285,7 +285,7 @@ function buildSliders() {
   const box = $("sliders");
   box.replaceChildren();
   $("slider-note").textContent = s.kind === "pca"
-    ? `Sliders move along the first ${s.axes.length} principal axes of the test codes; other directions stay at their mean.`
+    ? `Sliders move along the first ${s.names.length} principal axes of the test codes; other directions stay at their mean.`
     : "One slider per latent dimension.";
   s.names.forEach((name, i) => {
     const [lo, hi] = s.ranges[i];
