@@ -66,12 +66,12 @@ def test_cvae_needs_labels():
 def test_cvae_beta_from_the_cli(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--model", "cvae", "--beta", "4", "--latent-dim", "2", "--epochs", "1",
-                                       "--batch-size", "256", "--out", str(out), "--no-progress"])
+                                       "--image-size", "16", "--batch-size", "256", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     cfg = read_run_config(out)
     assert cfg.model_config["beta"] == 4.0 and cfg.model_config["num_classes"] == 10
     model = aekit.load(out)
-    x = torch.rand(3, 1, 28, 28)
+    x = torch.rand(3, 1, 16, 16)
     batch = Batch(x=x, target=x, y=torch.tensor([1, 2, 3]))
     out_ = model(batch, torch.Generator().manual_seed(0))
     losses = model.loss(batch, out_)

@@ -16,6 +16,7 @@ check torch's own machinery end to end rather than a mock of it.  Tolerances:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -153,9 +154,36 @@ def test_two_processes_match_one(two_process_run, run_args, tmp_path):
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
-    # A session of its own: signals go to the launcher and both ranks at once, as from a terminal.
+    # A session of its own, as a terminal gives a command: Ctrl-C there signals this group.
     return subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_everything(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and its workers, as a crash of the machine would.  torchrun starts
+    each worker in a session of its own, so killing the launcher's group alone would leave the
+    ranks running (and finishing the run)."""
+    victims = [proc.pid, *_descendants(proc.pid)]
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, run: Path, after: str) -> None:
@@ -184,8 +212,8 @@ def test_stopped_and_killed_distributed_run_resumes_on_every_rank(two_process_ru
     try:
         _wait_for_checkpoint(proc, run, after=stopped_at)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-training
-        proc.communicate()
+        _kill_everything(proc)  # mid-training
+    time.sleep(1)  # nothing left to write
     assert len(_metrics(run)) < EPOCHS
 
     done = subprocess.run(_torchrun("--resume", str(run), "--no-progress"), env=_env(), capture_output=True,

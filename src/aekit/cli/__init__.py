@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -177,17 +176,14 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
         sys.exit(_run_under_torchrun(click.get_current_context(), nproc))
     # The process group does not exist yet (api.train joins it), so read the rank torchrun set.
     rank = int(os.environ.get("RANK", "0"))
-    stop = {"requested": False, "at": 0.0}
-    # Under torchrun one Ctrl-C arrives twice, from the terminal and then from the launcher
-    # (which waits 30 s for the workers to exit): the second is not a request to abort.
-    same_press = 5.0 if launched_by_torchrun() else 0.0
+    stop = {"requested": False}
 
+    # Under torchrun the workers run in sessions of their own: the launcher passes a Ctrl-C on
+    # to them (and kills them 30 s later), and the ranks agree on the step to stop at.
     def on_sigint(signum, frame):
-        if stop["requested"] and time.monotonic() - stop["at"] < same_press:
-            return
         if stop["requested"]:  # a second Ctrl-C: stop at once
             raise KeyboardInterrupt
-        stop["requested"], stop["at"] = True, time.monotonic()
+        stop["requested"] = True
         if rank == 0:
             click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
 
@@ -267,8 +263,8 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))  # else torchrun picks 1
     log.info("launching: %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, env=env)
-    # Ctrl-C reaches torchrun and its workers directly (same process group): the workers agree
-    # on a step, save a checkpoint and exit, so this process only waits, and then exits as an
+    # Ctrl-C reaches torchrun too (same process group), which passes it on to the workers: they
+    # agree on a step, save a checkpoint and exit.  This process only waits, then exits as an
     # interrupted run does (torchrun itself reports a failure).  A SIGTERM is passed on.
     interrupted = []
     previous_int = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))

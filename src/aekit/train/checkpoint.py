@@ -214,6 +214,9 @@ def write_checkpoint(run_dir: Path, model: torch.nn.Module, trainer_state: dict[
     try:
         root.mkdir(exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0o700 would hide the checkpoint from other users
         _write_safetensors(model, tmp / WEIGHTS_NAME)
         buffer = io.BytesIO()  # serialised first, so that a failed write is the OS's error (errno), not torch's
         torch.save(optimizer_state, buffer)
