@@ -7,7 +7,7 @@
 Each case ends "ok" (a result the oracle accepts) or "refused: <AekitError subclass>"; any other
 ending is a bug: "CRASH <exception type>", "WRONG <what>", or "HANG" (over --timeout seconds).
 Bugs are listed with the seed that reproduces them, and their input files are written to
---save (default fuzz/failures/).  Exit status 1 when there is any bug.
+--save (default: aekit-fuzz-failures in the temp folder).  Exit status 1 when there is any bug.
 
 The CI tests (tests/test_fuzz.py) run the same targets on a few hundred seeds each.
 """
@@ -20,8 +20,10 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -31,6 +33,7 @@ import torch
 from targets import TARGETS, WORK, WrongResult
 
 torch.set_num_threads(1)
+warnings.simplefilter("ignore")  # Pillow warns about every corrupt EXIF block it meets
 
 
 class Hang(Exception):
@@ -50,7 +53,7 @@ def run_case(name: str, seed: int, timeout: float) -> tuple[str, str | None]:
     except Hang:
         return "HANG", f"over {timeout} s"
     except WrongResult as err:
-        return f"WRONG {str(err)[:60]}", traceback.format_exc()
+        return f"WRONG {str(err).split(':')[0][:60]}", traceback.format_exc()
     except Exception as err:  # noqa: BLE001 - every other ending is the bug being counted
         return f"CRASH {type(err).__name__}", traceback.format_exc()
     finally:
@@ -77,7 +80,8 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=10_000_000,
                         help="seeds run from here (the CI tests use small seeds)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds before a case counts as a hang")
-    parser.add_argument("--save", type=Path, default=Path(__file__).resolve().parent / "failures")
+    parser.add_argument("--save", type=Path, default=Path(tempfile.gettempdir()) / "aekit-fuzz-failures",
+                        help="folder for the inputs of failing cases")
     parser.add_argument("--replay", metavar="TARGET:SEED", help="run one case and show its traceback")
     args = parser.parse_args()
 

@@ -161,7 +161,7 @@ def idx_generate(rng: random.Random) -> dict:
         data = mutate(rng, data)
     elif kind == "structured":  # a well-formed header with dimensions chosen to break arithmetic
         n = rng.choice([ndim, ndim, rng.randint(0, 4)])
-        dims = [rng.choice([*INTERESTING_32, rng.randint(0, 9)]) for _ in range(n)]
+        dims = [rng.choice([*INTERESTING_32, rng.randint(0, 9), 1 << rng.randrange(32)]) for _ in range(n)]
         header = bytes([0, 0, rng.choice([8, 8, 8, 9, 0x0D]), n]) + b"".join(d.to_bytes(4, "big") for d in dims)
         expected = math.prod(dims) if dims else 0
         length = expected if expected < 4096 and rng.random() < 0.5 else rng.choice([0, 1, 4, 100, expected % 5000])
@@ -472,6 +472,13 @@ def config_run(case: dict) -> str:
     except Exception as err:  # noqa: BLE001
         return refused(err)
     _check_model_matches_file(model, run / "model.safetensors")
+    # A model that loads must also run on inputs of the shape its config promises.
+    shape = tuple(model.in_shape)
+    if math.prod(shape) <= 200_000:
+        y = torch.zeros(2, dtype=torch.long) if model.conditional else None
+        with torch.inference_mode():
+            out = model.reconstruct(torch.rand(2, *shape), y)
+        expect(tuple(out.shape) == (2, *model.out_shape), f"output {tuple(out.shape)}, promised {model.out_shape}")
     return "ok"
 
 
@@ -604,7 +611,7 @@ def checkpoint_run(files: dict) -> str:
 def _cifar_batch(n: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     return pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": [int(v) for v in rng.integers(0, 10, n)], b"batch_label": b"fuzz"}, protocol=2)
+                         b"labels": [int(v) for v in rng.integers(0, 10, n)], b"batch_label": b"fuzz"}, protocol=4)
 
 
 def _cifar_tarball(batches: dict[str, bytes]) -> bytes:
@@ -621,9 +628,9 @@ def cifar_generate(rng: random.Random) -> dict:
     from aekit.data.cifar import META, TEST_BATCH, TRAIN_BATCHES
 
     if rng.random() < 0.7:
-        return {"kind": "batch", "bytes": mutate(rng, _cifar_batch(2, 0), tokens=[b"c", b"R", b"\x80\x02", b"."])}
+        return {"kind": "batch", "bytes": mutate(rng, _cifar_batch(2, 0), tokens=[b"c", b"R", b"\x80\x02", b".", b"\x93"])}
     batches = {name: _cifar_batch(1, i) for i, name in enumerate([*TRAIN_BATCHES, TEST_BATCH])}
-    batches[META] = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2)
+    batches[META] = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=4)
     if rng.random() < 0.5:
         name = rng.choice(sorted(batches))
         batches[name] = mutate(rng, batches[name])

@@ -10,8 +10,9 @@ from . import main
 
 _TILING = ("Images of any size are cut into tiles of the model's input size that overlap by "
            "--overlap pixels (default: a quarter of a tile); overlapping outputs are blended with a "
-           "tent-shaped weight, so no seams show. Images smaller than a tile are mirror-padded and "
-           "cropped back. Colour files are converted to the model's channels (grey or RGB).")
+           "tent-shaped weight, so no seams show. Images smaller than a tile are padded (mirrored, or "
+           "edge-repeated when tiny) and cropped back. Colour files are converted to the model's "
+           "channels (grey or RGB).")
 
 
 def _apply_command(command: str, run_dir: Path, images: tuple[Path, ...], out_dir: Path, overlap, device) -> None:

@@ -12,6 +12,7 @@ import io
 import logging
 import pickle
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -85,8 +86,9 @@ def safe_unpickle(data: bytes, *, source: str) -> Any:
     except DataError:
         raise
     except Exception as e:  # a malformed pickle can raise nearly anything (EOFError, ValueError, ...)
+        reason = " ".join(str(e).split())[:200]  # one line: some of pickle's messages hold newlines
         raise DataError(
-            f"{source}: not a readable pickle ({type(e).__name__}: {e}); delete it and download it again"
+            f"{source}: not a readable pickle ({type(e).__name__}: {reason}); delete it and download it again"
         ) from e
 
 
@@ -150,8 +152,9 @@ def read_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
                 f = tar.extractfile(member)
                 if f is not None:  # always the case for regular files; the check keeps type checkers calm
                     found[base] = f.read()
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{path}: truncated or corrupt tarball ({e}); delete it and download it again") from e
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # zlib.error: a member's bytes are corrupt
+        reason = " ".join(str(e).split())  # tarfile lists each method it tried on a line of its own
+        raise DataError(f"{path}: truncated or corrupt tarball ({reason}); delete it and download it again") from e
     return found
 
 

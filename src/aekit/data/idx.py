@@ -9,6 +9,7 @@ The files are usually gzipped; both forms are read.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -63,7 +64,7 @@ def parse_idx(data: bytes, *, ndim: int, source: str) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if ndim > 1 and min(dims[1:]) == 0:
         raise DataError(f"{source}: IDX dimensions {dims} include a zero-sized axis; the file is not usable")
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: numpy's int64 product wraps to 0 for (4, 2**31, 2**31)
     payload = len(data) - header
     if payload != expected:
         what = "truncated" if payload < expected else "has trailing bytes"

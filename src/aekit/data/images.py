@@ -7,6 +7,7 @@ is refused without allocating its 10 GB.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,11 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception's text on one line (a library's message may hold newlines or raw bytes)."""
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
 def check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
@@ -51,7 +57,11 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image
     except Image.DecompressionBombError as e:
         raise DataError(f"{path}: image too large to decode safely ({e})") from e
     except OSError as e:
-        raise DataError(f"cannot read {path}: {e}") from e
+        raise DataError(f"cannot read {path}: {_one_line(e)}") from e
+    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error) as e:
+        # Some plugins' header parsers let these escape Image.open (the PPM one raises ValueError
+        # for a header token that is not a number); each means "not an image Pillow can read".
+        raise DataError(f"{path}: not an image Pillow can read ({_one_line(e)}); check the file") from e
     w, h = image.size
     if w * h > max_pixels:
         image.close()
@@ -95,9 +105,10 @@ def decode_image(
             if size is not None:
                 converted = _resize_pil(converted, size)
             arr = np.asarray(converted, dtype=np.float32) / 255.0
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        # OSError: "image file is truncated" and friends; SyntaxError: some plugins' parse errors.
-        raise DataError(f"{source}: cannot decode the image ({e}); the file is truncated or corrupt") from e
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error,
+            Image.DecompressionBombError) as e:
+        # OSError: "image file is truncated" and friends; the others: some plugins' parse errors.
+        raise DataError(f"{source}: cannot decode the image ({_one_line(e)}); the file is truncated or corrupt") from e
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

@@ -55,12 +55,13 @@ def fixed_inputs(task, clean: Tensor, *, seed: int, first_index: int = 0, stream
 
 
 def evaluate_task_baselines(task, val_set, test_set, *, seed: int = 0, max_images: int | None = None,
-                            max_tuning_images: int = MAX_TUNING_IMAGES) -> dict[str, dict[str, Any]]:
+                            max_tuning_images: int | None = None) -> dict[str, dict[str, Any]]:
     """Baselines for ``task`` on ``test_set``'s first ``max_images`` images (all if None).
 
     Returns {name: {"psnr": mean dB, "ssim": mean SSIM, ...}}, nothing for "reconstruct":
       - denoise: "noisy input", then each classical denoiser with "param" (tuned on the first
-        ``max_tuning_images`` of ``val_set``, with noise of its own) and "n" (images scored;
+        ``max_tuning_images`` (default :data:`MAX_TUNING_IMAGES`) of ``val_set``, with noise of
+        its own) and "n" (images scored;
         non-local means is scored on the first 2000 only, as it is slow);
       - super-resolution: "nearest", "bilinear", "bicubic" enlargements of the small inputs.
     """
@@ -75,7 +76,7 @@ def evaluate_task_baselines(task, val_set, test_set, *, seed: int = 0, max_image
         for row in results.values():
             row["n"] = n
     else:
-        k = min(len(val_set), max_tuning_images)
+        k = min(len(val_set), MAX_TUNING_IMAGES if max_tuning_images is None else max_tuning_images)
         clean_val = val_set.images[:k].cpu()
         noisy_val = fixed_inputs(task, clean_val, seed=seed, stream=TUNING_STREAM)
         params = tune_denoisers(noisy_val, clean_val)

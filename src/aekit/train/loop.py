@@ -9,7 +9,12 @@ every epoch.
 Distributed: under torchrun each process trains a DistributedDataParallel copy on its shard of
 every epoch (torch's DistributedSampler, reshuffled per epoch); ``--batch-size`` is the global
 batch, split evenly, so with the same seed the union of the ranks' b-th batches is exactly the
-one-process run's b-th batch.  Only rank 0 writes files.
+one-process run's b-th batch (when the training set divides by the number of processes; else
+the sampler repeats a few images to even the shards out).  Only rank 0 writes files.
+
+Resuming mid-epoch replays that epoch's sampler order and starts at the saved batch: the
+batches already trained are skipped (a streamed set never reads their files again), and the
+epoch's loss sums and every rank's noise generator come back from the checkpoint.
 
 Repeatability: each epoch draws its shuffling order and its noise (VAE sampling, denoising
 corruption) from generators seeded by (seed, epoch), so an epoch's randomness does not depend
@@ -150,7 +155,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.n_train = len(train_set)
         # A set without an images tensor (aekit.data.stream.StreamingImageSet, or any map-style
-        # Dataset of (image, label)) is read through a DataLoader; tensors are sliced directly.
+        # Dataset of (image, label) with a `labels` attribute, None when unlabelled) is read
+        # through a DataLoader; tensors are sliced directly.
         self.streamed = not isinstance(getattr(train_set, "images", None), torch.Tensor)
         self.sampler = EpochSampler(self.n_train, num_replicas=self.world, rank=self.rank, seed=self.tcfg.seed)
         self._loader: DataLoader | None = None
@@ -193,7 +199,7 @@ class Trainer:
         """This rank's batches of ``epoch`` from ``first_batch`` on: (images (B, C, H, W), labels (B,) or None)."""
         self.sampler.set_epoch(epoch)
         self.sampler.start = first_batch * self.local_batch
-        labels = self.train_set.labels
+        labels = getattr(self.train_set, "labels", None)
         if not self.streamed:
             order = torch.tensor(list(self.sampler), dtype=torch.long)
             for start in range(0, order.numel(), self.local_batch):
