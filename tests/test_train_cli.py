@@ -213,7 +213,8 @@ def test_corrupt_run_folders_give_clear_errors(tmp_path, make_run):
 
     run = tmp_path / "run"
     shutil.copytree(make_run("dense-ae"), run)
-    (run / "model.safetensors").write_bytes(b"\x00" * 100)
+    weights = run / "model.safetensors"
+    weights.write_bytes(b"\x00" * 100 + weights.read_bytes()[100:])  # same size, header destroyed
     result = CliRunner().invoke(main, ["evaluate", str(run)])
     assert result.exit_code == 1 and "model.safetensors: not a valid safetensors file" in result.output
     (run / "config.json").write_text("{not json")

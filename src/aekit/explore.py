@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +105,18 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _check_n(n: int | None, what: str, minimum: int = 1) -> None:
+# Upper limits on -n where it multiplies work without a dataset to bound it: every image of a
+# figure is decoded and drawn, and a figure of more than a few thousand images helps no one.
+MAX_SAMPLES = 1024  # sample: a 32 x 32 grid
+MAX_MANIFOLD_SIDE = 64  # manifold: 64 x 64 decodes
+MAX_STEPS = 256  # interpolate: steps along each row
+
+
+def _check_n(n: int | None, what: str, minimum: int = 1, maximum: int | None = None) -> None:
     if n is not None and n < minimum:
         raise ConfigError(f"-n must be at least {minimum} for {what}, got {n}")
+    if n is not None and maximum is not None and n > maximum:
+        raise ConfigError(f"-n must be at most {maximum:,} for {what}, got {n:,}")
 
 
 def _require_vector_latent(model, images: Tensor, labels: Tensor | None, kind: str) -> None:
@@ -126,6 +136,9 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
                   device: str = "auto") -> Figure:
     """Generated images: prior draws for generative models; for a plain AE, draws where its
     codes lie next to random codes (see :func:`aekit.latent.views.sample_panels`)."""
+    _check_n(n, "sample", 1, MAX_SAMPLES)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"--temperature must be a positive number, got {temperature}")
     model = load_run(run_dir, device=device)
     lv.check_label(model, label)
     codes = None
@@ -211,7 +224,7 @@ def _plot_scatter(model, splits, opts, data_dir) -> Figure:
 
 
 def _plot_manifold(model, splits, opts, data_dir) -> Figure:
-    _check_n(opts.n, "manifold", 2)
+    _check_n(opts.n, "manifold", 2, MAX_MANIFOLD_SIDE)
     side = opts.n or 10
     test = splits.test
     images, labels = test.images[:5000], _labels(test, 5000)
@@ -232,7 +245,7 @@ def _plot_manifold(model, splits, opts, data_dir) -> Figure:
 
 
 def _plot_interpolate(model, splits, opts, data_dir) -> Figure:
-    _check_n(opts.n, "interpolate", 2)
+    _check_n(opts.n, "interpolate", 2, MAX_STEPS)
     steps = opts.n or 10
     test = splits.test
     labels = _labels(test)
