@@ -70,6 +70,11 @@ def build_model_config(model: str, in_shape, options: dict[str, Any], *, num_cla
     names = {f.name for f in dataclasses.fields(config_cls)}
     values = {k: v for k, v in options.items() if v is not None}
     values["in_shape"] = list(in_shape)
+    if "latent_dim" in values and "latent_dim" in names:
+        least = 0 if config_cls().latent_dim == 0 else 1  # conv-ae: 0 keeps its convolutional code
+        if not isinstance(values["latent_dim"], int) or values["latent_dim"] < least:
+            raise ConfigError(f"--latent-dim must be a whole number of at least {least} for {model}, "
+                              f"got {values['latent_dim']!r}")
     if "num_classes" in names:
         if num_classes < 2:
             raise ConfigError(f"{model} is conditional and needs a labelled dataset; this one has no classes")
@@ -140,6 +145,8 @@ def _train(dev: torch.device, *, model, dataset, out, resume, epochs, batch_size
     check_positive("--epochs", cfg.train.epochs, integer=True)
     check_positive("--batch-size", cfg.train.batch_size, integer=True)
     check_positive("--lr", cfg.train.lr)
+    if stop_after_epoch is not None:
+        check_positive("--stop-after-epoch", stop_after_epoch, integer=True)
     if cfg.train.num_workers < 0:
         raise ConfigError(f"--workers must be 0 (decode in the training process) or more, got {cfg.train.num_workers}")
     task_obj = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -125,6 +126,7 @@ def _sub(cls: type, values: Any, source: str):
 
 
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    if value is None or value <= 0 or (integer and int(value) != value):
+    # `not value > 0` rather than `value <= 0`, so that NaN is refused too; infinity never fits
+    if value is None or not value > 0 or not math.isfinite(value) or (integer and int(value) != value):
         kind = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import RunConfig
@@ -117,6 +117,13 @@ def check_size_against_weights(cfg: RunConfig, weights: Path, source: str = CONF
         have = weights.stat().st_size
     except OSError:
         return  # load_weights names the missing file
+    try:  # a file that is not safetensors at all (a pickle, say) is named as such first
+        with safe_open(str(weights), framework="pt"):
+            pass
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{weights}: not a valid safetensors file ({err}); the file is corrupt or not aekit's"
+        ) from None
     try:
         with torch.device("meta"):
             meta = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
