@@ -100,6 +100,9 @@ class EpochSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
+STREAM_CHECK_SAMPLE = 256  # images decoded before a streamed run starts, to refuse flat or NaN data
+
+
 def check_training_images(images: torch.Tensor, name: str) -> None:
     """Refuse data that can only train a broken model, before spending time on it."""
     if images.numel() == 0:
@@ -324,8 +327,13 @@ class Trainer:
         return lr
 
     def fit(self, *, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
-        if not self.streamed:  # a streamed set is checked by its decoder, one file at a time
+        if not self.streamed:
             check_training_images(self.train_set.images, self.cfg.data.dataset)
+        else:  # a streamed set cannot be read whole up front: check an evenly spread sample
+            n = len(self.train_set)
+            picks = range(0, n, max(1, n // STREAM_CHECK_SAMPLE))
+            sample = torch.stack([self.train_set[i][0] for i in picks])
+            check_training_images(sample, f"{self.cfg.data.dataset} (a sample of {len(sample)} images)")
         if resume:
             self.resume()
         if self.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
