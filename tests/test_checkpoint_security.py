@@ -174,3 +174,23 @@ def test_resume_with_only_poisoned_checkpoints_is_an_error_not_a_fresh_start(run
     result = CliRunner().invoke(main, ["train", "--resume", str(run), "--epochs", "2", "--no-progress"])
     assert not marker.exists()
     assert "refused to unpickle" in one_line_error(result)
+
+
+@pytest.mark.xfail(strict=True, raises=(KeyError, ValueError),
+                   reason="loop.py Trainer.resume loads optimizers.pt into the optimisers unchecked: a state "
+                          "for other optimisers raises KeyError/ValueError (a traceback); reported to the lead")
+@pytest.mark.parametrize("variant", ["renamed optimiser", "extra parameter group"])
+def test_optimizer_state_for_other_optimisers_is_a_clear_error(variant, run):
+    """A well-formed optimizers.pt that belongs to another model must be refused in one line."""
+    newest = ckpt.list_checkpoints(run)[-1]
+    _state, optim = ckpt.read_checkpoint(newest)
+    (name, sd), = optim["optimizers"].items()
+    if variant == "renamed optimiser":
+        optim["optimizers"] = {name + "-other": sd}
+    else:
+        optim["optimizers"] = {name: {**sd, "param_groups": sd["param_groups"] * 2}}
+    torch.save(optim, newest / "optimizers.pt")
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--epochs", "2", "--no-progress"])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "optimizers.pt" in one_line_error(result)

@@ -195,6 +195,8 @@ OUT_OF_RANGE = [
     ("evaluate", ["RUN", "--dataset", "nope"]), ("evaluate", ["RUN", "--dataset", "cifar10", "--data-dir", "OUT"]),
     ("sample", ["RUN", "-n", "0"]), ("sample", ["RUN", "-n", "-5"]), ("sample", ["RUN", "-n", "100000000"]),
     ("sample", ["RUN", "--temperature", "-1"]), ("sample", ["RUN", "--temperature", "nan"]),
+    ("sample", ["RUN", "--temperature", "inf"]), ("plot", ["RUN", "manifold", "-n", "100000"]),
+    ("plot", ["RUN", "interpolate", "-n", "10000000"]),
     ("sample", ["RUN", "--label", "3"]), ("sample", ["RUN", "-o", "OUT/x.jpg"]),
     ("plot", ["RUN", "nope"]), ("plot", ["RUN", "reconstructions", "-n", "0"]),
     ("plot", ["RUN", "interpolate", "--between", "0", "99999"]), ("plot", ["RUN", "interpolate", "--between", "-1", "2"]),
