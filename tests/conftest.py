@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import aekit.api as api
+from aekit import api
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import aekit
-import aekit.api as api
+from aekit import api
 from aekit.cli import main
 from aekit.errors import DataError, TrainingError
 from aekit.train.checkpoint import list_checkpoints
@@ -151,8 +151,8 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_p
 
 
 def test_images_with_nan_or_no_contrast_are_refused_before_training(tmp_path, monkeypatch):
-    from aekit.data import ImageSet
     import aekit.data as data_module
+    from aekit.data import ImageSet
 
     real = data_module.load_dataset
 
