@@ -121,6 +121,8 @@ def _train(dev: torch.device, *, model, dataset, out, resume, epochs, batch_size
     if resume is not None:
         run_dir = Path(resume)
         cfg = ckpt.read_run_config(run_dir)
+        if rank == 0:
+            ckpt.remove_stale_temp_files(run_dir)  # left by a process killed mid-write
         if epochs is not None:
             cfg.train.epochs = epochs
         if device is not None:
@@ -177,6 +179,8 @@ def _train(dev: torch.device, *, model, dataset, out, resume, epochs, batch_size
     elif tuple(cfg.out_shape) != tuple(target_shape):
         raise CheckpointError(f"{run_dir}: the run was trained on images of shape {tuple(cfg.out_shape)}, "
                               f"but {cfg.data.dataset} now loads as {tuple(target_shape)}")
+    if resume is not None:  # a config.json edited to ask for a huge model is refused before it is built
+        ckpt.check_size_against_weights(cfg, run_dir / ckpt.WEIGHTS_NAME, str(run_dir / ckpt.CONFIG_NAME))
     torch.manual_seed(cfg.train.seed)  # weight initialisation
     net = ckpt.build_from_config(cfg)
     if tuple(net.out_shape) != tuple(target_shape):

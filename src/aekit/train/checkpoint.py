@@ -274,15 +274,42 @@ def write_checkpoint(run_dir: Path, model: torch.nn.Module, trainer_state: dict[
             ) from None
         raise
     for old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-*"):  # left by a process killed mid-write
-        if stale != tmp:
-            shutil.rmtree(stale, ignore_errors=True)
-    # Temporary files of the trainer's rewrites of metrics.jsonl, left by a process killed
-    # mid-write (only the trainer writes that file, so none of them is still being written).
-    for stale in run_dir.glob(f".{METRICS_NAME}.*.tmp"):
-        stale.unlink(missing_ok=True)
+        # Out of the ckpt- names first (a rename is atomic), so that a kill while the folder is
+        # being deleted never leaves half a checkpoint under a checkpoint's name.
+        trash = root / f".old-{old.name}"
+        try:
+            os.rename(old, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+    remove_stale_temp_files(run_dir)
     return final
+
+
+# The files of a run folder that only `aekit train` writes (report.html is not one of them:
+# `aekit report` may be rewriting it at any moment).
+TRAINER_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, "test_metrics.json", "reconstructions.png")
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> list[str]:
+    """Delete what a killed `aekit train` left half written or half deleted: temporary files beside
+    TRAINER_FILES, and checkpoint folders being written (``.tmp-*``) or pruned (``.old-*``).
+
+    Every write goes to a temporary name and is renamed into place when complete, so none of
+    these is ever read; this only keeps a folder that survived many kills from filling up.  Call
+    it from the run's one trainer (rank 0), when it is writing none of them.
+    """
+    run_dir = Path(run_dir)
+    removed = []
+    for name in TRAINER_FILES:
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            removed.append(stale.name)
+    root = run_dir / CHECKPOINTS_DIR
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+        removed.append(f"{CHECKPOINTS_DIR}/{stale.name}")
+    return removed
 
 
 def _is_complete(path: Path) -> bool:
