@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import aekit.eval.baselines
+import aekit.eval.tasks
 from aekit import api
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,6 +20,20 @@ TINY_OPTIONS = {
     "vae": {"hidden": (64,), "latent_dim": 2},
     "conv-vae": {"channels": (8, 16), "hidden": 32, "latent_dim": 4},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_baselines():
+    """Tune the classical denoisers on 100 validation images and score non-local means (the
+    slowest filter) on 100 test images, so that each evaluation takes seconds.
+
+    Session-wide, because the tiny runs below are shared between test files: a run trained in
+    one file and evaluated in another must see the same settings both times.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(aekit.eval.tasks, "MAX_TUNING_IMAGES", 100)
+        mp.setitem(aekit.eval.baselines.DEFAULT_MAX_IMAGES, "nl_means", 100)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -36,16 +36,6 @@ TINY_DN = {"channels": (8, 16)}
 TINY_SR = {"channels": (8, 8), "tail": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_baselines():
-    """Tune the classical denoisers on 100 validation images and score non-local means on 100
-    test images (its slowest filter), so that each evaluation here takes seconds."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(aekit.eval.tasks, "MAX_TUNING_IMAGES", 100)
-        mp.setitem(aekit.eval.baselines.DEFAULT_MAX_IMAGES, "nl_means", 100)
-        yield
-
-
 def cli(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -358,3 +358,39 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CheckpointError(f"{path}: state.json: {key} must be a whole number >= 0, got {value!r}")
     return state, optim
+
+
+def check_optimizer_states(optimizers: dict[str, torch.optim.Optimizer], saved: dict[str, Any],
+                           path: str | Path) -> None:
+    """Refuse an optimiser state that was not written for these optimisers.
+
+    ``Optimizer.load_state_dict`` checks group sizes only with a bare ValueError, and a moment
+    buffer of the wrong shape surfaces much later as a shape error inside ``step()``; checking
+    names, groups and every state tensor's shape here turns each into one line naming the file.
+    """
+    where = Path(path) / "optimizers.pt"
+    if set(saved) != set(optimizers):
+        raise CheckpointError(f"{where}: holds optimiser(s) {sorted(saved)}, this model trains {sorted(optimizers)}; "
+                              "the checkpoint belongs to another model: delete it or resume the right run")
+    for name, opt in optimizers.items():
+        sd = saved[name]
+        groups, states = sd.get("param_groups"), sd.get("state")
+        if not isinstance(groups, list) or not isinstance(states, dict) or not all(
+                isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+            raise CheckpointError(f"{where}: optimiser {name!r} has the wrong structure")
+        sizes = [len(g["params"]) for g in groups]
+        expected = [len(g["params"]) for g in opt.param_groups]
+        if sizes != expected:
+            raise CheckpointError(f"{where}: optimiser {name!r} has parameter groups of sizes {sizes}, "
+                                  f"this model's are {expected}; the checkpoint belongs to another model")
+        params = [p for g in opt.param_groups for p in g["params"]]
+        ids = [i for g in groups for i in g["params"]]
+        by_id = dict(zip(ids, params))
+        for key, entry in states.items():
+            if key not in by_id or not isinstance(entry, dict):
+                raise CheckpointError(f"{where}: optimiser {name!r} holds state for unknown parameter {key!r}")
+            for field, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != by_id[key].shape:
+                    raise CheckpointError(
+                        f"{where}: optimiser {name!r}: {field} of parameter {key} has shape {tuple(value.shape)}, "
+                        f"the parameter has {tuple(by_id[key].shape)}; the checkpoint belongs to another model")

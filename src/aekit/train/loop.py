@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..config import RunConfig
-from ..errors import AekitError, ConfigError, DataError, TrainingError
+from ..errors import AekitError, CheckpointError, ConfigError, DataError, TrainingError
 from ..models.base import Autoencoder, Losses, StepContext
 from ..tasks import Task
 from . import checkpoint as ckpt
@@ -249,14 +249,27 @@ class Trainer:
         return path
 
     def _newest_readable_checkpoint(self) -> str | None:
-        for path in reversed(ckpt.list_checkpoints(self.run_dir)):
+        """The newest checkpoint that reads whole and fits this model; None when there is none.
+
+        An unreadable one is passed over for the one before it.  When checkpoints exist but none
+        can be used, resuming is an error: starting again from epoch 0 would silently throw
+        the run's progress away.
+        """
+        checkpoints = ckpt.list_checkpoints(self.run_dir)
+        reasons = []
+        for path in reversed(checkpoints):
             try:
-                ckpt.read_checkpoint(path)
+                _state, optim = ckpt.read_checkpoint(path)
+                ckpt.check_optimizer_states(self.optimizers, optim["optimizers"], path)
                 ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
             except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
                 log.warning("skipping checkpoint %s: %s", path.name, err)
+                reasons.append(str(err))
                 continue
             return path.name
+        if checkpoints:
+            first = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (and {len(reasons) - 1} more)"
+            raise CheckpointError(f"cannot resume {self.run_dir}: no checkpoint is usable: {first}")
         return None
 
     def resume(self) -> bool:
