@@ -144,3 +144,21 @@ def test_conv_ae_has_the_lessons_layers():
     assert sum(p.numel() for p in model.parameters()) == 4385
     assert model.code_shape == (8, 4, 4)
     assert model.encode(torch.rand(1, 1, 28, 28)).mode().shape == (1, 128)
+
+
+def test_conv_ae_encoder_computes_the_lessons_conv_relu_pool():
+    """The encoder pools before its ReLU (cheaper); the lesson's conv -> ReLU -> pool order, built
+    from the same weights, gives the same code and the same gradients."""
+    torch.manual_seed(0)
+    model = build_model("conv-ae", lookup("conv-ae")[0]())
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    lesson = torch.nn.Sequential(*[layer for conv in convs for layer in
+                                   (conv, torch.nn.ReLU(), torch.nn.MaxPool2d(2, ceil_mode=True))])
+    x = torch.rand(16, 1, 28, 28) - 0.3  # some negative pre-activations in every pooling window
+    ours = model.encoder(x)
+    grads_ours = torch.autograd.grad(ours.square().sum(), [c.weight for c in convs])
+    theirs = lesson(x)
+    grads_theirs = torch.autograd.grad(theirs.square().sum(), [c.weight for c in convs])
+    assert torch.equal(ours, theirs)
+    for a, b in zip(grads_ours, grads_theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

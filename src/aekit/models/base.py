@@ -257,7 +257,7 @@ class StepContext:
 
 def check_finite(losses: Losses) -> None:
     if not torch.isfinite(losses.total.detach()):
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.parts.items())
+        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.parts.items())
         raise TrainingError(f"loss is not finite ({parts})")
 
 

@@ -54,8 +54,11 @@ class ConvEncoder(nn.Module):
         prev = in_channels
         for ch in channels:
             if downsample == "pool":
-                layers += [nn.Conv2d(prev, ch, 3, padding=1), nn.ReLU(inplace=True),
-                           nn.MaxPool2d(2, ceil_mode=True)]
+                # The lesson's conv + ReLU + pool, with the ReLU moved after the pooling: max and
+                # ReLU commute (ReLU is monotonic), so outputs and gradients are the same, and
+                # the ReLU and its backward run on a quarter of the values.
+                layers += [nn.Conv2d(prev, ch, 3, padding=1), nn.MaxPool2d(2, ceil_mode=True),
+                           nn.ReLU(inplace=True)]
             elif downsample == "stride":
                 layers += [nn.Conv2d(prev, ch, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             else:

@@ -416,7 +416,7 @@ class Trainer:
             self.batch_in_epoch = b + 1
             if self.callbacks.on_step:
                 self.callbacks.on_step(StepInfo(epoch, self.step, b + 1, self.batches_per_epoch,
-                                                {k: float(v) for k, v in _with_total(losses).items()}, lr))
+                                                {k: float(v.detach()) for k, v in _with_total(losses).items()}, lr))
         seconds = time.perf_counter() - started
         train_means = _reduce_means(sums, seen)
         val = self.validate()
