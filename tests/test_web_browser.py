@@ -9,9 +9,6 @@ page must work offline.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,28 +27,15 @@ TIMEOUT_MS = 60_000  # the first page load trains nothing but loads a model and 
 
 @pytest.fixture(scope="module")
 def server(make_run):
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     from aekit.web import create_app
+    from aekit.web.background import serve_in_thread
 
     runs = [make_run("vae"), make_run("dense-ae", task="denoise", noise="gaussian:0.5"),
             make_run("cvae", model_options=CVAE_OPTIONS),
             make_run("dn", task="denoise", noise="gaussian:0.5", model_options=UNET_OPTIONS)]
-    app = create_app(runs, allowed_hosts=["127.0.0.1", "localhost"])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve_in_thread(create_app(runs, allowed_hosts=["127.0.0.1", "localhost"])) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
