@@ -37,11 +37,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def train_tiny_run(root: Path) -> Path:
-    from aekit import api
+    from aekit.app import training
 
     out = root / "vae-mnist-5k"
     print("training the lesson's 2-D VAE on mnist-5k for one epoch ...", file=sys.stderr, flush=True)
-    api.train(model="vae", dataset="mnist-5k", epochs=1, out=out, seed=0, model_options={"latent_dim": 2},
+    training.train(model="vae", dataset="mnist-5k", epochs=1, out=out, seed=0, model_options={"latent_dim": 2},
               write_report=False)
     return out
 

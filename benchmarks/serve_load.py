@@ -136,11 +136,11 @@ def build_requests(n_decodes: int, n_uploads: int, bad_every: int, latent_dim: i
 # -- the server -------------------------------------------------------------------------------------
 
 def train_tiny_run(root: Path) -> Path:
-    from aekit import api
+    from aekit.app import training
 
     out = root / "dense-ae-mnist-5k"
     print("training a tiny dense autoencoder on mnist-5k for one epoch ...", file=sys.stderr, flush=True)
-    api.train(model="dense-ae", dataset="mnist-5k", epochs=1, batch_size=256, out=out, seed=0,
+    training.train(model="dense-ae", dataset="mnist-5k", epochs=1, batch_size=256, out=out, seed=0,
               model_options={"hidden": (64,), "latent_dim": 8}, write_report=False)
     return out
 

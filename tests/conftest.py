@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _hypothesis_profiles  # noqa: F401  (before any test module: CI=true derandomizes hypothesis)
 import pytest
 
 import aekit.eval.baselines
-import aekit.eval.tasks
-from aekit import api
+import aekit.tasks.denoise
+from aekit.app import training
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# Small enough to train in a few seconds on 2 cores; big enough to learn something.
-TINY_OPTIONS = {
-    "dense-ae": {"hidden": (64,), "latent_dim": 8},
-    "conv-ae": {"channels": (8, 8, 8), "latent_dim": 8},
-    "vae": {"hidden": (64,), "latent_dim": 2},
-    "conv-vae": {"channels": (8, 16), "hidden": 32, "latent_dim": 4},
-}
+def tiny_options(model: str) -> dict:
+    """The sizes of ``model``'s ``tiny()`` config (small enough to train in seconds on 2 cores),
+    without what the data and the task decide (shapes, classes, scale)."""
+    import dataclasses
+
+    from aekit.registry import lookup
+
+    config_cls, _ = lookup(model)
+    decided = {"in_shape", "num_classes", "scale"}
+    return {k: v for k, v in dataclasses.asdict(config_cls.tiny()).items() if k not in decided}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,7 +35,7 @@ def quick_baselines():
     one file and evaluated in another must see the same settings both times.
     """
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(aekit.eval.tasks, "MAX_TUNING_IMAGES", 100)
+        mp.setattr(aekit.tasks.denoise, "MAX_TUNING_IMAGES", 100)
         mp.setitem(aekit.eval.baselines.DEFAULT_MAX_IMAGES, "nl_means", 100)
         yield
 
@@ -40,8 +44,8 @@ def quick_baselines():
 def make_run(tmp_path_factory):
     """Train (once per distinct argument set) a tiny run on mnist-5k and return its folder.
 
-    ``make_run("vae", epochs=1, task="denoise", noise="gaussian:0.5")``; model options come from
-    TINY_OPTIONS unless ``model_options`` is given.
+    ``make_run("vae", epochs=1, task="denoise", noise="gaussian:0.5")``; the model's sizes are its
+    ``tiny()`` config's unless ``model_options`` is given.
     """
     cache: dict[tuple, Path] = {}
 
@@ -49,9 +53,9 @@ def make_run(tmp_path_factory):
         key = (model, epochs, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"run-{model}")
-            options = kwargs.pop("model_options", TINY_OPTIONS.get(model, {}))
+            options = kwargs.pop("model_options", None) or tiny_options(model)
             kwargs.setdefault("batch_size", 256)
-            api.train(model=model, epochs=epochs, out=out, model_options=options, seed=0, **kwargs)
+            training.train(model=model, epochs=epochs, out=out, model_options=options, seed=0, **kwargs)
             cache[key] = out
         return cache[key]
 

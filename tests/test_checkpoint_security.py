@@ -20,11 +20,12 @@ import torch
 from click.testing import CliRunner
 
 import aekit
-from aekit import api
+from aekit.app import training
 from aekit.cli import main
 from aekit.errors import AekitError, CheckpointError
+from aekit.run import read_config, read_metrics
+from aekit.run.weights import build_from_config, load_weights
 from aekit.train import checkpoint as ckpt
-from aekit.train.loop import read_metrics
 
 
 class Payload:
@@ -89,12 +90,12 @@ def test_weights_replaced_by_a_pickle_are_refused_and_nothing_runs(kind, run, tm
     for path in ckpt.list_checkpoints(run):
         (path / "model.safetensors").write_bytes(PAYLOADS[kind](marker))
         with pytest.raises(CheckpointError):
-            ckpt.load_weights(_fresh_model(run), path / "model.safetensors")
+            load_weights(_fresh_model(run), path / "model.safetensors")
     assert not marker.exists(), "code in the weights file ran"
 
 
 def _fresh_model(run: Path):
-    return ckpt.build_from_config(ckpt.read_run_config(run))
+    return build_from_config(read_config(run))
 
 
 @pytest.mark.parametrize("kind", PAYLOADS)
@@ -118,7 +119,7 @@ def test_resume_skips_a_poisoned_checkpoint_for_the_one_before_it(run, tmp_path,
     marker = tmp_path / "marker"
     original = ckpt.list_checkpoints(run)
     assert len(original) == 1
-    api.train(resume=run, epochs=2, evaluate_test=False, write_report=False)  # a second checkpoint
+    training.train(resume=run, epochs=2, evaluate_test=False, write_report=False)  # a second checkpoint
     _older, newest = ckpt.list_checkpoints(run)
     (newest / "optimizers.pt").write_bytes(torch_zip_pickle(marker))
     with caplog.at_level("WARNING", logger="aekit"):
@@ -137,10 +138,10 @@ def test_resume_skips_a_poisoned_checkpoint_for_the_one_before_it(run, tmp_path,
         ("torch.nn.Module", {}, "unknown model 'torch.nn.Module'"),
         ("builtins.exec", {"source": "import os; os.mkdir('MARKER')"}, "unknown model 'builtins.exec'"),
         ("aekit.models.dense_ae.DenseAE", {}, "unknown model 'aekit.models.dense_ae.DenseAE'"),
-        ("dense-ae", {"__class__": "os.system", "latent_dim": 4}, "has no option(s) __class__"),
-        ("dense-ae", {"_target_": "os.system", "_args_": ["mkdir MARKER"]}, "has no option(s) _args_, _target_"),
-        ("dense-ae", {"__reduce__": ["os.mkdir", "MARKER"]}, "has no option(s) __reduce__"),
-        ("dense-ae", {"hidden": "os.system"}, "must be a list of integers"),
+        ("dense-ae", {"__class__": "os.system", "latent_dim": 4}, "has unknown key(s) '__class__'"),
+        ("dense-ae", {"_target_": "os.system", "_args_": ["mkdir MARKER"]}, "has unknown key(s) '_args_', '_target_'"),
+        ("dense-ae", {"__reduce__": ["os.mkdir", "MARKER"]}, "has unknown key(s) '__reduce__'"),
+        ("dense-ae", {"hidden": "os.system"}, "hidden must be a list of whole numbers"),
     ],
 )
 def test_config_naming_code_is_refused(model, model_config, message, run, tmp_path):

@@ -25,9 +25,6 @@ from PIL import Image
 
 from aekit.cli import main
 
-TINY_DN = {"channels": (8, 16)}  # as in test_tasks.py, so the session's runs are shared
-TINY_SR = {"channels": (8, 8), "tail": 4}
-
 
 def invoke(args: list[str]):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -151,8 +148,8 @@ def test_every_number_option_refuses_a_word(command, tmp_path):
 def runs(make_run):
     return {
         "plain": make_run("dense-ae"),
-        "denoise": make_run("dn", task="denoise", noise="gaussian:0.5", model_options=TINY_DN),
-        "sr": make_run("sr", task="super-resolution", scale=2, model_options=TINY_SR),
+        "denoise": make_run("dn", task="denoise", noise="gaussian:0.5"),
+        "sr": make_run("sr", task="super-resolution", scale=2),
     }
 
 

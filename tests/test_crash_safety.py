@@ -49,11 +49,13 @@ from safetensors.torch import load_file
 
 import aekit
 import aekit.data as data_module
-from aekit import api
+from aekit.app import training
 from aekit.cli import main
 from aekit.errors import AekitError, CheckpointError, ConfigError
+from aekit.run import TEST_METRICS_NAME, read_config, read_metrics
+from aekit.run.weights import build_from_config, load_weights
 from aekit.train import checkpoint as ckpt
-from aekit.train.loop import Callbacks, Trainer, read_metrics
+from aekit.train.loop import Callbacks, Trainer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, fork and rlimits")
 
@@ -100,11 +102,11 @@ def check_run_folder(run: Path) -> str:
         with pytest.raises(CheckpointError):
             aekit.load(run)
         return "no config.json yet"
-    cfg = ckpt.read_run_config(run)  # whole JSON, valid config
+    cfg = read_config(run)  # whole JSON, valid config
     checkpoints = ckpt.list_checkpoints(run)
     for path in checkpoints:  # every folder under a final name is complete
         ckpt.read_checkpoint(path)
-        ckpt.load_weights(ckpt.build_from_config(cfg), path / ckpt.WEIGHTS_NAME)
+        load_weights(build_from_config(cfg), path / ckpt.WEIGHTS_NAME)
     if (run / ckpt.WEIGHTS_NAME).exists() or checkpoints:
         model = aekit.load(run)
         assert torch.isfinite(model.reconstruct(torch.rand(2, 1, 14, 14))).all()
@@ -115,8 +117,8 @@ def check_run_folder(run: Path) -> str:
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     lines = (run / ckpt.METRICS_NAME).read_text().splitlines() if (run / ckpt.METRICS_NAME).exists() else []
     assert len(rows) >= len(lines) - 1
-    if (run / api.TEST_METRICS_NAME).exists():
-        json.loads((run / api.TEST_METRICS_NAME).read_text())
+    if (run / TEST_METRICS_NAME).exists():
+        json.loads((run / TEST_METRICS_NAME).read_text())
     if (run / "report.html").exists():
         assert (run / "report.html").read_text().rstrip().endswith("</html>")
     if (run / "reconstructions.png").exists():
@@ -138,7 +140,7 @@ FORK_SERVER = textwrap.dedent("""
     torch.set_num_threads(1)
     import matplotlib
     matplotlib.use("Agg")
-    import aekit.api, aekit.cli, aekit.data, aekit.eval.evaluate, aekit.models, aekit.train.loop, aekit.viz.report
+    import aekit.app.training, aekit.cli, aekit.data, aekit.eval.evaluate, aekit.models, aekit.train.loop, aekit.app.report
     import matplotlib.pyplot, tqdm
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])  # its first use imports torch._dynamo: seconds
     figure = matplotlib.pyplot.figure()  # the first drawing loads fonts: seconds too
@@ -355,8 +357,8 @@ def _sigkill_test(tmp_path: Path, history: list[str]) -> None:
     history.append(f"{kills} kills in {attempts} attempts, {in_write} inside a file write")
     assert_same_weights(reference / ckpt.WEIGHTS_NAME, run / ckpt.WEIGHTS_NAME)
     assert metrics_without_timing(run) == metrics_without_timing(reference)
-    assert json.loads((run / api.TEST_METRICS_NAME).read_text()) == \
-        json.loads((reference / api.TEST_METRICS_NAME).read_text())
+    assert json.loads((run / TEST_METRICS_NAME).read_text()) == \
+        json.loads((reference / TEST_METRICS_NAME).read_text())
     assert check_run_folder(run).startswith(f"checkpoint ckpt-{KILL_EPOCHS:05d}")
     # The resume cleared what kills left beside the trainer's files; a temporary report.html can
     # stay (`aekit report` may be writing one at any time, so training leaves those alone).
@@ -400,7 +402,7 @@ def _no_figure(*args, **kwargs):
 def patched_data(monkeypatch, small_data):
     """The small data, and no reconstructions.png (matplotlib takes seconds; it is not under test)."""
     monkeypatch.setattr(data_module, "load_dataset", small_data)
-    monkeypatch.setattr(api, "save_reconstructions", _no_figure)
+    monkeypatch.setattr(training, "save_reconstructions", _no_figure)
 
 
 class Tripwire:
@@ -494,11 +496,11 @@ def stage_runs(tmp_path_factory, small_data):
     save under test, epoch 3's, writes a checkpoint and prunes epoch 1's."""
     mp = pytest.MonkeyPatch()
     mp.setattr(data_module, "load_dataset", small_data)
-    mp.setattr(api, "save_reconstructions", _no_figure)
+    mp.setattr(training, "save_reconstructions", _no_figure)
     try:
         root = tmp_path_factory.mktemp("stages")
-        api.train(epochs=3, out=root / "full", **TINY)
-        api.train(epochs=3, out=root / "part", stop_after_epoch=2, **TINY)
+        training.train(epochs=3, out=root / "full", **TINY)
+        training.train(epochs=3, out=root / "part", stop_after_epoch=2, **TINY)
     finally:
         mp.undo()
     return root / "full", root / "part"
@@ -510,7 +512,7 @@ def _calls_in_one_save(monkeypatch, template: Path, tmp: Path) -> list[str]:
     with monkeypatch.context() as m:
         wire = Tripwire(m)
         _arm_at_epoch(m, wire, 3)
-        api.train(resume=run, **{k: TINY[k] for k in ("evaluate_test", "write_report")})
+        training.train(resume=run, **{k: TINY[k] for k in ("evaluate_test", "write_report")})
     return wire.log
 
 
@@ -530,7 +532,7 @@ def test_every_step_of_a_checkpoint_save_can_fail_without_losing_the_last_checkp
             wire = Tripwire(m, fail_at=k, mode=mode)
             _arm_at_epoch(m, wire, 3)
             try:
-                api.train(resume=run, evaluate_test=False, write_report=False)
+                training.train(resume=run, evaluate_test=False, write_report=False)
                 raised = None
             except (Killed, AekitError) as err:
                 raised = err
@@ -554,7 +556,7 @@ def test_every_step_of_a_checkpoint_save_can_fail_without_losing_the_last_checkp
         assert any(n.startswith("ckpt-00002") for n in names), (where, names)
         assert check_run_folder(run).startswith("checkpoint ckpt-0000"), where
         # Resuming ends where the uninterrupted run ends, and clears what the failure left.
-        api.train(resume=run, evaluate_test=False, write_report=False)
+        training.train(resume=run, evaluate_test=False, write_report=False)
         assert_same_weights(full / ckpt.WEIGHTS_NAME, run / ckpt.WEIGHTS_NAME)
         assert metrics_without_timing(run) == metrics_without_timing(full), where
         assert not temp_leftovers(run), (where, temp_leftovers(run))
@@ -576,7 +578,7 @@ def test_a_stop_right_after_an_epoch_never_removes_that_epochs_checkpoint(
             wire = Tripwire(m, fail_at=k, mode=mode)
             _arm_at_epoch(m, wire, 2)  # the stop-save happens with epoch == 2, before any step of epoch 3
             try:
-                api.train(resume=run, evaluate_test=False, write_report=False,
+                training.train(resume=run, evaluate_test=False, write_report=False,
                           callbacks=Callbacks(should_stop=lambda: True))
             except Killed:
                 pass
@@ -584,7 +586,7 @@ def test_a_stop_right_after_an_epoch_never_removes_that_epochs_checkpoint(
             break  # the save has fewer steps than k: all of them were tried
         assert [p.name for p in ckpt.list_checkpoints(run)][-1].startswith("ckpt-00002"), (k, mode)
         check_run_folder(run)
-        api.train(resume=run, evaluate_test=False, write_report=False)
+        training.train(resume=run, evaluate_test=False, write_report=False)
         assert_same_weights(full / ckpt.WEIGHTS_NAME, run / ckpt.WEIGHTS_NAME)
     assert k > 3, "the save made almost no file-system calls: the test no longer reaches it"
 
@@ -601,10 +603,10 @@ def _one_line_error(result) -> str:
 def test_a_write_the_kernel_refuses_gives_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     """RLIMIT_FSIZE makes write() fail with EFBIG, exactly where a full disk fails with ENOSPC."""
     run = tmp_path / "run"
-    monkeypatch.setattr(api, "save_reconstructions", _no_figure)
+    monkeypatch.setattr(training, "save_reconstructions", _no_figure)
     options = {"model": "dense-ae", "model_options": {"latent_dim": 4}, "batch_size": 256, "image_size": 14,
                "epochs": 2, "evaluate_test": False, "write_report": False}
-    api.train(out=run, stop_after_epoch=1, **options)
+    training.train(out=run, stop_after_epoch=1, **options)
     good = ckpt.list_checkpoints(run)
     assert [p.name for p in good] == ["ckpt-00001-000000016"]
     before = weights(good[0] / ckpt.WEIGHTS_NAME)
@@ -627,10 +629,10 @@ def test_a_write_the_kernel_refuses_gives_one_line_and_keeps_the_last_checkpoint
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not temp_leftovers(run)
     check_run_folder(run)
-    api.train(resume=run, evaluate_test=False, write_report=False)  # with room again, the run ends
+    training.train(resume=run, evaluate_test=False, write_report=False)  # with room again, the run ends
     assert ckpt.list_checkpoints(run)[-1].name == "ckpt-00002-000000032"
     reference = tmp_path / "reference"
-    api.train(out=reference, **options)
+    training.train(out=reference, **options)
     assert_same_weights(reference / ckpt.WEIGHTS_NAME, run / ckpt.WEIGHTS_NAME)
 
 
@@ -649,7 +651,7 @@ def test_full_disk_mid_run_through_the_cli(tmp_path, monkeypatch, patched_data, 
     assert "No space left on device" in line and "the last good one, ckpt-00002-000000010, is untouched" in line
     check_run_folder(run)
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt-00001-000000005", "ckpt-00002-000000010"]
-    api.train(resume=run, evaluate_test=False, write_report=False)
+    training.train(resume=run, evaluate_test=False, write_report=False)
     assert_same_weights(full / ckpt.WEIGHTS_NAME, run / ckpt.WEIGHTS_NAME)
 
 
@@ -657,7 +659,7 @@ def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch,
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=50_000))
     with pytest.raises(ConfigError, match=r"MB free on its disk, but this model's checkpoints need about"):
-        api.train(epochs=1, out=tmp_path / "run", **TINY)
+        training.train(epochs=1, out=tmp_path / "run", **TINY)
     assert not (tmp_path / "run" / ckpt.CHECKPOINTS_DIR).exists()
     assert not (tmp_path / "run" / ckpt.METRICS_NAME).exists()
 

@@ -1,7 +1,8 @@
-"""The conditional VAE obeys its label; the adversarial AE's discriminator really trains."""
+"""Conditional models obey their label; the adversarial AE's discriminator really trains."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,11 +15,21 @@ from aekit.config import RunConfig
 from aekit.errors import ConfigError
 from aekit.models import Batch
 from aekit.models.base import StepContext
-from aekit.registry import build_model, config_from_dict
-from aekit.train.checkpoint import build_from_config, read_run_config
+from aekit.registry import build_model, lookup, model_names
+from aekit.run import read_config
+from aekit.run.weights import build_from_config
 
-TINY_CVAE = {"channels": (8, 16), "hidden": 32, "latent_dim": 2}
-TINY_AAE = {"channels": (8, 16), "hidden": 32, "latent_dim": 2, "disc_hidden": (32, 32)}
+CONDITIONAL = [name for name in model_names() if lookup(name)[1].conditional]
+
+
+def tiny(name: str, **overrides):
+    """The registered model ``name`` built from its config's ``tiny()`` for 16x16 grey images."""
+    config_cls, _ = lookup(name)
+    return build_model(name, config_cls.tiny((1, 16, 16), **overrides))
+
+
+def test_the_conditional_models_are_covered():
+    assert "cvae" in CONDITIONAL  # an empty parametrisation below would pass without running
 
 
 def bars(n: int, vertical: bool, generator: torch.Generator, size: int = 16) -> torch.Tensor:
@@ -34,12 +45,13 @@ def bars(n: int, vertical: bool, generator: torch.Generator, size: int = 16) -> 
     return images
 
 
-def test_cvae_samples_obey_the_label():
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_samples_obey_the_label(name):
     g = torch.Generator().manual_seed(0)
     x = torch.cat([bars(256, False, g), bars(256, True, g)])  # label 0: horizontal, 1: vertical
     y = torch.cat([torch.zeros(256), torch.ones(256)]).long()
     torch.manual_seed(0)
-    model = build_model("cvae", config_from_dict("cvae", {"in_shape": [1, 16, 16], "num_classes": 2, **TINY_CVAE}))
+    model = tiny(name, num_classes=2)
     opts = model.configure_optimizers(3e-3, 0.0)
     for step in range(250):
         idx = torch.randint(0, 512, (64,), generator=g)
@@ -53,8 +65,9 @@ def test_cvae_samples_obey_the_label():
         assert (nearest == label).float().mean() >= 0.9, (label, nearest.float().mean())
 
 
-def test_cvae_needs_labels():
-    model = build_model("cvae", config_from_dict("cvae", {"in_shape": [1, 16, 16], "num_classes": 3, **TINY_CVAE}))
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_conditional_models_need_labels(name):
+    model = tiny(name, num_classes=3)
     x = torch.rand(2, 1, 16, 16)
     with pytest.raises(ConfigError, match="conditional: pass a class label"):
         model.encode(x)
@@ -68,7 +81,7 @@ def test_cvae_beta_from_the_cli(tmp_path):
     result = CliRunner().invoke(main, ["train", "--model", "cvae", "--beta", "4", "--latent-dim", "2", "--epochs", "1",
                                        "--image-size", "16", "--batch-size", "256", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
-    cfg = read_run_config(out)
+    cfg = read_config(out)
     assert cfg.model_config["beta"] == 4.0 and cfg.model_config["num_classes"] == 10
     model = aekit.load(out)
     x = torch.rand(3, 1, 16, 16)
@@ -85,8 +98,9 @@ def _disc_weights(model) -> dict[str, torch.Tensor]:
 
 
 def test_aae_discriminator_trains(make_run):
-    run = make_run("aae", batch_size=64, model_options=TINY_AAE)
-    cfg: RunConfig = read_run_config(run)
+    options = {k: v for k, v in dataclasses.asdict(lookup("aae")[0].tiny()).items() if k != "in_shape"}
+    run = make_run("aae", batch_size=64, model_options=options)
+    cfg: RunConfig = read_config(run)
     torch.manual_seed(cfg.train.seed)  # the initialisation api.train started from
     before = _disc_weights(build_from_config(cfg))
     after = _disc_weights(aekit.load(run))
@@ -104,7 +118,7 @@ def test_aae_discriminator_trains(make_run):
 def test_aae_step_by_step():
     """Each phase moves only its own parameters, and the discriminator learns to tell codes from prior draws."""
     torch.manual_seed(0)
-    model = build_model("aae", config_from_dict("aae", {"in_shape": [1, 16, 16], **TINY_AAE}))
+    model = tiny("aae")
     opts = model.configure_optimizers(1e-3, 0.0)
     assert set(opts) == {"autoencoder", "discriminator", "generator"}
     g = torch.Generator().manual_seed(0)

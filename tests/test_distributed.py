@@ -32,13 +32,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from aekit import api
+from aekit.app import training
 from aekit.data import load_dataset
 from aekit.data import stream as stream_mod
 from aekit.data.sets import split_indices
 from aekit.data.stream import StreamingImageSet
 from aekit.errors import ConfigError, DataError
-from aekit.train.checkpoint import list_checkpoints
+from aekit.run import list_checkpoints
 from aekit.train.loop import Callbacks, _worker_error_message
 
 # Many short epochs: the kill test needs time between the first checkpoint and the end.
@@ -148,7 +148,7 @@ def test_two_processes_match_one(two_process_run, run_args, tmp_path):
     run, _ = two_process_run
     one = tmp_path / "one"
     dataset = run_args[run_args.index("--dataset") + 1]
-    api.train(model="dense-ae", dataset=dataset, epochs=EPOCHS, batch_size=64, seed=0, device="cpu", out=one,
+    training.train(model="dense-ae", dataset=dataset, epochs=EPOCHS, batch_size=64, seed=0, device="cpu", out=one,
               model_options={"latent_dim": 8}, evaluate_test=False, write_report=False)
     _assert_close_runs(run, one, rel=1e-4, weights_atol=2e-4)
 
@@ -303,7 +303,7 @@ def test_eval_splits_are_capped_when_streaming(folder, monkeypatch):
 
 def _train_folder(folder: Path, out: Path, **kwargs):
     kwargs.setdefault("epochs", 2)
-    return api.train(model="dense-ae", dataset=f"folder:{folder}", image_size=16, channels=1, batch_size=16,
+    return training.train(model="dense-ae", dataset=f"folder:{folder}", image_size=16, channels=1, batch_size=16,
                      seed=0, out=out, model_options=TINY_DENSE, evaluate_test=False, write_report=False, **kwargs)
 
 
@@ -325,7 +325,7 @@ def test_streamed_run_resumes_mid_epoch(folder, tmp_path):
 
     run = _train_folder(folder, tmp_path / "split", stream=True, callbacks=Callbacks(should_stop=stop_inside_epoch_two))
     assert run.result.interrupted and run.result.steps == 6
-    api.train(resume=tmp_path / "split", evaluate_test=False, write_report=False, stream=True)
+    training.train(resume=tmp_path / "split", evaluate_test=False, write_report=False, stream=True)
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "split")
 
 
@@ -349,7 +349,7 @@ def test_bf16_autocast_trains_on_the_cpu(blobs, tmp_path):
     runs = {}
     for precision in ("fp32", "bf16"):
         # dense-ae: bf16 convolutions are emulated (slow) on CPUs without AVX512-BF16 / AMX
-        api.train(model="dense-ae", dataset=f"folder:{blobs}", epochs=1, batch_size=64, seed=0, device="cpu",
+        training.train(model="dense-ae", dataset=f"folder:{blobs}", epochs=1, batch_size=64, seed=0, device="cpu",
                   precision=precision, out=tmp_path / precision, model_options=TINY_DENSE, evaluate_test=False,
                   write_report=False)
         runs[precision] = _metrics(tmp_path / precision)[0]
@@ -359,7 +359,7 @@ def test_bf16_autocast_trains_on_the_cpu(blobs, tmp_path):
 
 def test_fp16_needs_a_gpu(tmp_path):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
-        api.train(model="dense-ae", epochs=1, device="cpu", precision="fp16", out=tmp_path / "x",
+        training.train(model="dense-ae", epochs=1, device="cpu", precision="fp16", out=tmp_path / "x",
                   model_options=TINY_DENSE, evaluate_test=False, write_report=False)
 
 
@@ -369,7 +369,7 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GP
 @needs_gpu
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_gpu_mixed_precision_trains(tmp_path, precision):
-    api.train(model="conv-ae", epochs=1, batch_size=256, seed=0, device="cuda", precision=precision,
+    training.train(model="conv-ae", epochs=1, batch_size=256, seed=0, device="cuda", precision=precision,
               out=tmp_path / precision, model_options=CONV, evaluate_test=False, write_report=False)
     assert np.isfinite(_metrics(tmp_path / precision)[0]["train"]["total"])
 
@@ -381,10 +381,10 @@ def test_checkpoints_move_between_gpu_and_cpu(tmp_path):
     run = tmp_path / "run"
     # epoch 1 on the GPU, epoch 2 on the CPU, epoch 3 on the GPU again: weights and optimiser
     # state written on one device must resume on the other.
-    api.train(model="conv-ae", epochs=3, batch_size=256, seed=0, device="cuda", precision="bf16", out=run,
+    training.train(model="conv-ae", epochs=3, batch_size=256, seed=0, device="cuda", precision="bf16", out=run,
               model_options=CONV, evaluate_test=False, write_report=False, stop_after_epoch=1)
-    api.train(resume=run, device="cpu", evaluate_test=False, write_report=False, stop_after_epoch=2)
-    api.train(resume=run, device="cuda", evaluate_test=False, write_report=False)
+    training.train(resume=run, device="cpu", evaluate_test=False, write_report=False, stop_after_epoch=2)
+    training.train(resume=run, device="cuda", evaluate_test=False, write_report=False)
     rows = _metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["train"]["total"]) for r in rows)
     assert rows[2]["train"]["total"] < rows[0]["train"]["total"]  # the optimiser state carried on

@@ -17,16 +17,15 @@ from PIL import Image
 from scipy.stats import norm
 
 import aekit
+from aekit.app.inspect import PLOT_KINDS, compare_with_pca
+from aekit.app.report import write_report
 from aekit.cli import main
 from aekit.data import ImageSet, load_dataset, save_image
 from aekit.eval.metrics import sse_per_image
-from aekit.explore import PLOT_KINDS, compare_with_pca
 from aekit.latent import encode_dataset, fit_projection
 from aekit.latent import views as lv
-from aekit.viz.report import write_report
 
 CVAE_OPTIONS = {"channels": (8, 16), "hidden": 32, "latent_dim": 4}  # as tests/test_web_api.py: one shared run
-TINY_DN = {"channels": (8, 16)}  # as tests/test_tasks.py
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +173,10 @@ def test_plot_labels_for_conditional_model(make_run, tmp_path):
 
 
 def test_plot_before_after_for_denoise_run(make_run, tmp_path):
-    run = make_run("dn", task="denoise", noise="gaussian:0.5", model_options=TINY_DN)
-    model = aekit.load(run)
+    run = make_run("dn", task="denoise", noise="gaussian:0.5")
+    opened = aekit.Run.open(run)
     data = load_dataset("mnist-5k", seed=0).test
-    from aekit.explore import run_task
-
-    rows = lv.before_after(model, run_task(model), data.images[:4], generator=torch.Generator().manual_seed(0))
+    rows = lv.before_after(opened.model, opened.task, data.images[:4], generator=torch.Generator().manual_seed(0))
     assert list(rows) == ["clean", "model input", "output"]
     assert not torch.equal(rows["clean"], rows["model input"])  # the noise is shown
     result = invoke("plot", run, "reconstructions", "-o", tmp_path / "r.png")
@@ -396,7 +393,7 @@ def test_report_of_a_vae_run(make_run, tmp_path):
 
 def test_report_written_by_training_shows_baselines(make_run):
     # api.train writes the report; a denoising run's test metrics carry the baselines.
-    run = make_run("dn", task="denoise", noise="gaussian:0.5", model_options=TINY_DN)
+    run = make_run("dn", task="denoise", noise="gaussian:0.5")
     page = parse_report(run / "report.html")
     assert page.error_sections == 0
     assert "reconstructions" in page.ids and "scatter" not in page.ids  # no bottleneck, no latent map

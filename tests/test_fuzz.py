@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aekit.config import RunConfig
-from aekit.errors import AekitError, DataError
+from aekit.errors import CheckpointError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,8 @@ CI_EXAMPLES = {"idx": 400, "csv": 400, "image": 300, "config": 250, "weights": 1
 
 
 def fuzz_settings(n: int):
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+    """n cases; the rest (fixed cases in CI, random ones locally) from tests/_hypothesis_profiles.py."""
+    return settings(max_examples=n, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _fuzz_test(name: str):
@@ -89,6 +89,8 @@ VALID = {"model": "dense-ae", "model_config": {"in_shape": [1, 28, 28], "hidden"
          "out_shape": [1, 28, 28], "classes": [], "format_version": 1}
 
 
+@example(replace={"train": None, "train.lr": None}, drop=set())  # a field set inside a section that is not an object
+@example(replace={"train.lr": None, "train": None}, drop=set())
 @fuzz_settings(300)
 @given(replace=st.dictionaries(st.sampled_from([*VALID, "data.image_size", "train.lr", "extra"]), json_values,
                                max_size=3),
@@ -98,19 +100,29 @@ def test_run_config_from_any_json_is_a_config_or_a_checkpoint_error(replace, dro
     for key, value in replace.items():
         if "." in key:
             section, field = key.split(".")
-            raw[section] = {**raw[section], field: value}
+            if isinstance(raw[section], dict):
+                raw[section] = {**raw[section], field: value}
+            # else the whole section is already a non-object (replaced above), which must be refused as it is
         else:
             raw[key] = value
     for key in drop:
         raw.pop(key, None)
     try:
-        cfg = RunConfig.from_dict(raw)
-    except AekitError as err:
-        assert "\n" not in str(err)
+        cfg = RunConfig.from_dict(raw, source="run/config.json")
+    except CheckpointError as err:
+        assert "\n" not in str(err) and "run/config.json" in str(err), str(err)
         return
     assert isinstance(cfg.model, str) and isinstance(cfg.model_config, dict)
     assert len(cfg.in_shape) == 3 and all(isinstance(v, int) and v > 0 for v in cfg.in_shape)
     assert json.loads(cfg.to_json())["model"] == cfg.model  # what loads can be written back
+
+
+@pytest.mark.parametrize("raw", [{"data": {"\n": None}}, {"train": {"a\nb": 1}}, {"\n": 1}])
+def test_an_unknown_key_with_a_newline_is_refused_in_one_line(raw):
+    """Found by the test above drawing random keys (about one case in 500)."""
+    with pytest.raises(CheckpointError) as raised:
+        RunConfig.from_dict({**VALID, **raw})
+    assert "\n" not in str(raised.value), str(raised.value)
 
 
 # -- regressions the fuzzing found, as fixed examples ----------------------------------------------
@@ -213,21 +225,24 @@ def _header_only_png(side: int) -> bytes:
 
 
 def test_a_config_asking_for_a_huge_model_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
-    """hidden: [100000, 100000] is 40 GB of float32: refused from the meta-device shapes, at once."""
+    """hidden: [30000, 30000] is 3.7 GB of float32: refused from the meta-device shapes, never built."""
     import shutil
 
     import aekit
-    from aekit.errors import CheckpointError
+    import aekit.run.weights
+
+    def build_from_config(*args, **kwargs):
+        raise AssertionError("the model was built before its size was checked")
+
+    monkeypatch.setattr(aekit.run.weights, "build_from_config", build_from_config)
 
     run = tmp_path / "run"
     shutil.copytree(targets.base_run("dense-ae"), run)
     raw = json.loads((run / "config.json").read_text())
-    raw["model_config"]["hidden"] = [100_000, 100_000]
+    raw["model_config"]["hidden"] = [30_000, 30_000]
     (run / "config.json").write_text(json.dumps(raw))
-    started = time.perf_counter()
-    with pytest.raises(CheckpointError, match=r"describes a model with [0-9,]{14,} bytes of weights, but .* holds"):
+    with pytest.raises(CheckpointError, match=r"describes a model with [0-9,]{13,} bytes of weights, but .* holds"):
         aekit.load(run)
-    assert time.perf_counter() - started < 5
 
 
 @example(b"\x80\x04\x95")

@@ -16,32 +16,13 @@ from aekit.registry import build_model, lookup, model_names
 from aekit.train.checkpoint import save_weights
 
 SHAPE = (1, 12, 12)
-# Narrower layers for the bigger families, so every test here stays fast on a CPU.
-TINY_LAYERS = {
-    "aae": {"channels": (8, 16), "disc_hidden": (32, 32)},
-    "cvae": {"channels": (8, 16)},
-    "dn": {"channels": (16, 16)},
-    "sr": {"channels": (16, 16), "tail": 8},
-    # The lesson's layers fit noise slowly (upsampled blocks share their features); a wider
-    # full-size conv lets them fit one batch within the test's 300 steps.
-    "sr-lesson": {"up_channels": 64},
-}
 
 
 def tiny(name: str, in_shape=SHAPE, **overrides):
+    """The registered model ``name`` built from its config's ``tiny()``, with seeded weights."""
     config_cls, _ = lookup(name)
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    values = {"in_shape": in_shape}
-    if "num_classes" in names:
-        values["num_classes"] = 3
-    if "hidden" in names:
-        values["hidden"] = (32,) if isinstance(config_cls().hidden, tuple) else 32
-    if "latent_dim" in names and name != "conv-ae":
-        values["latent_dim"] = 4
-    values.update(TINY_LAYERS.get(name, {}))
-    values.update(overrides)
     torch.manual_seed(0)
-    return build_model(name, config_cls(**values))
+    return build_model(name, config_cls.tiny(in_shape, **overrides))
 
 
 def make_batch(model, n=6, seed=0):
@@ -52,9 +33,7 @@ def make_batch(model, n=6, seed=0):
     return Batch(x=x, target=target, y=y)
 
 
-@pytest.mark.parametrize("name", model_names())
-def test_shapes_and_contract(name):
-    model = tiny(name)
+def check_contract(model):
     batch = make_batch(model)
     posterior = model.encode(batch.x, batch.y)
     assert posterior.mode().shape == (6, model.latent_dim)
@@ -69,6 +48,18 @@ def test_shapes_and_contract(name):
     assert model.reconstruct(batch.x, batch.y).shape == (6, *model.out_shape)
     if model.generative:
         assert model.sample(5).shape == (5, *model.out_shape)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_shapes_and_contract(name):
+    check_contract(tiny(name))
+
+
+def test_conv_ae_without_a_bottleneck_keeps_the_contract():
+    """latent_dim=0 (the default) decodes the conv code itself: the path tiny()'s bottleneck skips."""
+    model = tiny("conv-ae", latent_dim=0)
+    assert model.to_latent is None and model.latent_dim == 8 * 2 * 2  # 12 -> 6 -> 3 -> 2
+    check_contract(model)
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -106,13 +97,24 @@ def test_one_batch_can_be_overfit(name):
     g = torch.Generator().manual_seed(0)
     from aekit.models.base import StepContext
 
-    first = float(model.loss(batch, model(batch, g)).parts["recon"])
-    for _ in range(300):
-        model.training_step(batch, opts, StepContext(forward=model, generator=g))
-    model.eval()
-    last = float(model.loss(batch, model(batch, g)).parts["recon"])
+    def recon() -> float:
+        model.eval()
+        with torch.no_grad():
+            value = float(model.loss(batch, model(batch, g)).parts["recon"])
+        model.train()
+        return value
+
     # Uniform-noise targets: the floor of BCE is their entropy, so compare against the start.
     entropy = float(torch.nn.functional.binary_cross_entropy(batch.target, batch.target, reduction="sum")) / 8
+    first = last = recon()
+    # Most tiny configs get there within 300 steps; conv-ae's 8-number bottleneck takes up to
+    # about 1,100 (measured over four seeds), so stop as soon as the bound holds, checked every 50.
+    for step in range(1, 2001):
+        model.training_step(batch, opts, StepContext(forward=model, generator=g))
+        if step % 50 == 0:
+            last = recon()
+            if last - entropy < 0.5 * (first - entropy):
+                break
     assert last - entropy < 0.5 * (first - entropy), (first, last, entropy)
 
 

@@ -17,23 +17,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from conftest import tiny_options
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 import aekit
 import aekit.eval.baselines
-import aekit.eval.tasks
-from aekit import api
-from aekit.apply import apply_tiled, tile_starts
+import aekit.tasks.denoise
+from aekit.app import training
+from aekit.app.apply import apply_tiled, tile_starts
 from aekit.cli import main
 from aekit.data import cifar, fetch, load_dataset
 from aekit.eval.evaluate import evaluate_model
-from aekit.eval.tasks import fixed_inputs
 from aekit.models.denoise import Denoiser
-from aekit.tasks import make_task
-
-TINY_DN = {"channels": (8, 16)}
-TINY_SR = {"channels": (8, 8), "tail": 4}
+from aekit.tasks import TASKS, make_task, task_names
 
 
 def cli(*args: str):
@@ -42,12 +39,12 @@ def cli(*args: str):
 
 @pytest.fixture(scope="module")
 def dn_run(make_run) -> Path:
-    return make_run("dn", task="denoise", noise="gaussian:0.5", model_options=TINY_DN)
+    return make_run("dn", task="denoise", noise="gaussian:0.5")
 
 
 @pytest.fixture(scope="module")
 def sr_run(make_run) -> Path:
-    return make_run("sr", task="super-resolution", scale=2, model_options=TINY_SR)
+    return make_run("sr", task="super-resolution", scale=2)
 
 
 def write_png(path: Path, h: int, w: int, *, rgb: bool, seed: int = 0) -> Path:
@@ -82,7 +79,7 @@ def test_denoise_run_reports_baselines(dn_run):
     assert all({"psnr", "ssim", "param", "n"} <= set(b) for b in baselines.values())
     # The noisy input's PSNR, recomputed by scikit-image on the inputs the model was scored on.
     test = load_dataset("mnist-5k", seed=0).test
-    noisy = fixed_inputs(make_task("denoise", "gaussian:0.5"), test.images, seed=0)
+    noisy = make_task("denoise", "gaussian:0.5").fixed_inputs(test.images, seed=0)
     assert baselines["noisy input"]["psnr"] == pytest.approx(mean_skimage_psnr(noisy, test.images), abs=1e-6)
     assert baselines["noisy input"]["n"] == metrics["n"] == len(test)
     # Every filter is tuned to help: each beats the noisy input it starts from.
@@ -92,7 +89,7 @@ def test_denoise_run_reports_baselines(dn_run):
 
 
 def test_super_resolution_run_reports_baselines(sr_run):
-    cfg = aekit.load(sr_run).run_config
+    cfg = aekit.Run.open(sr_run).config
     assert (cfg.in_shape, cfg.out_shape) == ((1, 14, 14), (1, 28, 28))
     metrics = json.loads((sr_run / "test_metrics.json").read_text())
     baselines = metrics["baselines"]
@@ -130,10 +127,10 @@ def test_evaluate_cli_prints_baselines_and_repeats(dn_run):
 def test_evaluation_noise_is_fixed_per_image():
     task = make_task("denoise", "gaussian:0.5")
     clean = load_dataset("mnist-5k", seed=0).test.images[:40]
-    whole = fixed_inputs(task, clean, seed=3)
-    halves = torch.cat([fixed_inputs(task, clean[:15], seed=3), fixed_inputs(task, clean[15:], seed=3, first_index=15)])
+    whole = task.fixed_inputs(clean, seed=3)
+    halves = torch.cat([task.fixed_inputs(clean[:15], seed=3), task.fixed_inputs(clean[15:], seed=3, first_index=15)])
     assert torch.equal(whole, halves)
-    assert not torch.equal(whole, fixed_inputs(task, clean, seed=4))
+    assert not torch.equal(whole, task.fixed_inputs(clean, seed=4))
     model = Denoiser(aekit.registry.config_from_dict("dn", {"channels": [8, 8]}))
     data = load_dataset("mnist-5k", seed=0).test
     # Same noise whatever the batch size: equal up to the order of the sums.
@@ -150,8 +147,8 @@ def test_training_noise_is_fresh_for_every_batch(tmp_path, monkeypatch):
         return original(self, batch, optimizers, ctx)
 
     monkeypatch.setattr(Denoiser, "training_step", recording)
-    api.train(model="dn", task="denoise", noise="gaussian:0.5", epochs=2, batch_size=1024, out=tmp_path / "run",
-              model_options=TINY_DN, evaluate_test=False, write_report=False)
+    training.train(model="dn", task="denoise", noise="gaussian:0.5", epochs=2, batch_size=1024, out=tmp_path / "run",
+              model_options=tiny_options("dn"), evaluate_test=False, write_report=False)
     per_epoch = len(seen) // 2
     (c0, x0), (c1, x1) = seen[0], seen[1]
     noise0, noise1 = x0 - c0, x1 - c1
@@ -165,11 +162,12 @@ def test_training_noise_is_fresh_for_every_batch(tmp_path, monkeypatch):
 
 
 def test_default_model_follows_the_task(tmp_path):
-    run = api.train(task="super-resolution", scale=4, epochs=1, batch_size=512, out=tmp_path / "sr4",
-                    model_options=TINY_SR, write_report=False)
-    cfg = aekit.load(run.run_dir).run_config
+    run = training.train(task="super-resolution", scale=4, epochs=1, batch_size=512, out=tmp_path / "sr4",
+                    model_options=tiny_options("sr"), write_report=False)
+    cfg = aekit.Run.open(run.run_dir).config
     assert cfg.model == "sr" and cfg.model_config["scale"] == 4 and tuple(cfg.in_shape) == (1, 7, 7)
-    assert api.DEFAULT_MODELS == {"reconstruct": "conv-vae", "denoise": "dn", "super-resolution": "sr"}
+    assert {name: TASKS[name].default_model for name in task_names()} == \
+        {"reconstruct": "conv-vae", "denoise": "dn", "super-resolution": "sr"}
     assert set(run.test_metrics["baselines"]) == {"nearest", "bilinear", "bicubic"}
 
 
@@ -195,7 +193,7 @@ def test_cifar_super_resolution_with_the_default_model(tmp_path, monkeypatch):
     result = cli("train", "--task", "super-resolution", "--scale", "2", "--dataset", "cifar10", "--data-dir",
                  tmp_path / "data", "--epochs", "1", "--batch-size", "8", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
-    cfg = aekit.load(out).run_config
+    cfg = aekit.Run.open(out).config
     assert cfg.model == "sr" and (tuple(cfg.in_shape), tuple(cfg.out_shape)) == ((3, 16, 16), (3, 32, 32))
     assert "bicubic" in result.output and "this model" in result.output
 

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import aekit
-from aekit import api
+from aekit.app import training
 from aekit.cli import main
 from aekit.errors import DataError, TrainingError
-from aekit.train.checkpoint import list_checkpoints
+from aekit.run import list_checkpoints
 from aekit.train.loop import Callbacks
 
 TINY_VAE = {"hidden": (32,), "latent_dim": 2}
@@ -82,7 +82,7 @@ def test_train_evaluate_load_end_to_end(tmp_path):
 
 def test_vae_evaluation_reports_the_elbo_and_its_parts(make_run):
     run = make_run("vae")
-    metrics = api.evaluate(run, device="cpu")
+    metrics = aekit.evaluate(run, device="cpu")
     assert metrics["elbo"] < 0
     assert metrics["elbo"] == pytest.approx(-(metrics["elbo_recon"] + metrics["kl"]), rel=1e-9)
     assert metrics["kl"] > 0
@@ -91,7 +91,7 @@ def test_vae_evaluation_reports_the_elbo_and_its_parts(make_run):
 def test_same_command_twice_gives_identical_metrics_and_weights(tmp_path):
     runs = []
     for name in ("a", "b"):
-        api.train(model="vae", epochs=2, batch_size=256, out=tmp_path / name, model_options=TINY_VAE,
+        training.train(model="vae", epochs=2, batch_size=256, out=tmp_path / name, model_options=TINY_VAE,
                   evaluate_test=False)
         runs.append(tmp_path / name)
     assert metrics_without_timing(runs[0]) == metrics_without_timing(runs[1])
@@ -101,8 +101,8 @@ def test_same_command_twice_gives_identical_metrics_and_weights(tmp_path):
 def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path):
     # A VAE, so the resumed run must also replay the sampling noise exactly.
     full, split2 = tmp_path / "full", tmp_path / "split"
-    api.train(model="vae", epochs=2, batch_size=256, out=full, model_options=TINY_VAE, evaluate_test=False)
-    api.train(model="vae", epochs=2, batch_size=256, out=split2, model_options=TINY_VAE, stop_after_epoch=1,
+    training.train(model="vae", epochs=2, batch_size=256, out=full, model_options=TINY_VAE, evaluate_test=False)
+    training.train(model="vae", epochs=2, batch_size=256, out=split2, model_options=TINY_VAE, stop_after_epoch=1,
               evaluate_test=False)
     assert len(metrics_without_timing(split2)) == 1
     resumed = run_cli("train", "--resume", str(split2), "--no-progress")
@@ -113,17 +113,17 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path):
 
 def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    api.train(model="vae", epochs=2, batch_size=256, out=full, model_options=TINY_VAE, evaluate_test=False)
+    training.train(model="vae", epochs=2, batch_size=256, out=full, model_options=TINY_VAE, evaluate_test=False)
     steps = {"n": 0}
 
     def stop_after_five():
         steps["n"] += 1
         return steps["n"] > 21  # 16 steps per epoch: stops inside the second epoch
 
-    run = api.train(model="vae", epochs=2, batch_size=256, out=split, model_options=TINY_VAE,
+    run = training.train(model="vae", epochs=2, batch_size=256, out=split, model_options=TINY_VAE,
                     callbacks=Callbacks(should_stop=stop_after_five), evaluate_test=False)
     assert run.result.interrupted and run.result.steps == 21
-    api.train(resume=split, evaluate_test=False)
+    training.train(resume=split, evaluate_test=False)
     assert_same_weights(full, split)
     assert metrics_without_timing(full) == metrics_without_timing(split)
 
@@ -144,7 +144,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_p
 
     monkeypatch.setattr(DenseAE, "loss", poisoned)
     with pytest.raises(TrainingError, match=r"step 19 \(epoch 2\).*not finite.*last good checkpoint: .*ckpt-00001"):
-        api.train(model="dense-ae", epochs=3, batch_size=256, out=tmp_path / "run",
+        training.train(model="dense-ae", epochs=3, batch_size=256, out=tmp_path / "run",
                   model_options={"hidden": (16,), "latent_dim": 4})
     # the checkpoint named in the message is whole and loads
     assert aekit.load(tmp_path / "run").encode(torch.rand(1, 1, 28, 28)).mode().isfinite().all()
@@ -170,10 +170,10 @@ def test_images_with_nan_or_no_contrast_are_refused_before_training(tmp_path, mo
 
     monkeypatch.setattr(data_module, "load_dataset", broken("nan"))
     with pytest.raises(DataError, match="1 training image.*NaN"):
-        api.train(model="dense-ae", epochs=1, out=tmp_path / "a")
+        training.train(model="dense-ae", epochs=1, out=tmp_path / "a")
     monkeypatch.setattr(data_module, "load_dataset", broken("flat"))
     with pytest.raises(DataError, match="same value"):
-        api.train(model="dense-ae", epochs=1, out=tmp_path / "b")
+        training.train(model="dense-ae", epochs=1, out=tmp_path / "b")
 
 
 @pytest.mark.parametrize(
@@ -181,8 +181,9 @@ def test_images_with_nan_or_no_contrast_are_refused_before_training(tmp_path, mo
     [
         (["train", "--model", "nope"], "unknown model 'nope'; choose one of"),
         (["train", "--dataset", "nope"], "nope"),
-        (["train", "--epochs", "0"], "--epochs must be a positive integer"),
-        (["train", "--lr", "-1"], "--lr must be a positive number"),
+        (["train", "--latent-dim", "0"], "model 'conv-vae': latent_dim must be at least 1, got 0"),
+        (["train", "--set", "model.recon_loss=l1"], "recon_loss must be one of bce, mse, got 'l1'"),
+        (["train", "--nproc", "2", "--batch-size", "63"], "must divide evenly across 2 processes; use --batch-size 62"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run: no such run folder"),
         (["train", "--task", "denoise", "--noise", "laser:3"], "laser:3"),
         (["train", "--model", "conv-ae", "--image-size", "4"], "at least 8x8"),
@@ -196,6 +197,43 @@ def test_bad_options_give_one_line_errors(args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert message in lines[0]
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "'--epochs': 0 is not in the range 1<=x"),
+        (["--epochs", "-3"], "'--epochs': -3 is not in the range 1<=x"),
+        (["--lr", "-1"], "'--lr': -1.0 is not in the range 0.0<x"),
+        (["--lr", "0"], "'--lr': 0.0 is not in the range 0.0<x"),
+        (["--seed", "-1"], "'--seed': -1 is not in the range 0<=x<=4294967295"),
+        (["--seed", str(2**70)], f"'--seed': {2**70} is not in the range 0<=x<=4294967295"),
+        (["--image-size", "100000"], "'--image-size': 100000 is not in the range 1<=x<=4096"),
+        (["--batch-size", "0"], "'--batch-size': 0 is not in the range 1<=x"),
+        (["--precision", "fp8"], "'--precision': 'fp8' is not one of 'fp32', 'bf16', 'fp16'"),
+    ],
+)
+def test_out_of_range_flags_are_refused_by_the_parser_in_one_line(args, message, tmp_path, monkeypatch):
+    """Ranges come from the config fields' own definitions; nothing is loaded or created first."""
+    from aekit.app import training as app_training
+
+    monkeypatch.setattr(app_training, "train", lambda **kw: pytest.fail("training started"))
+    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Invalid value for "), result.output
+    assert message in lines[0] and "aekit train --help" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_same_ranges_hold_for_a_config_file_and_set(tmp_path):
+    """One definition: --set and --config meet the range the flag meets."""
+    (tmp_path / "run.json").write_text('{"train": {"seed": -1}}')
+    for extra in (["--config", str(tmp_path / "run.json")], ["--set", "train.seed=-1"]):
+        result = CliRunner().invoke(main, ["train", *extra, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 1, result.output
+        assert "seed must be at least 0, got -1" in result.output.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()
 
 
 def test_out_that_is_a_file_or_a_run_already_is_refused(tmp_path, make_run):

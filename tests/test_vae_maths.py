@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
 from aekit.models.base import Posterior, reconstruction_loss
-from aekit.registry import build_model, lookup
+from aekit.registry import build_model, lookup, model_names
+
+VARIATIONAL = [name for name in model_names() if lookup(name)[1].variational]
 
 
 def test_analytic_kl_matches_torch_distributions_and_monte_carlo():
@@ -34,19 +37,25 @@ def test_sampling_uses_the_variance_not_the_log_sigma():
     assert abs(float(z.std()) - 2.0) < 0.05
 
 
-def test_elbo_is_a_lower_bound_on_importance_sampled_log_likelihood():
+def test_the_variational_models_are_covered():
+    assert {"vae", "conv-vae", "cvae"} <= set(VARIATIONAL)  # an empty parametrisation would pass unrun
+
+
+@pytest.mark.parametrize("name", VARIATIONAL)
+def test_elbo_is_a_lower_bound_on_importance_sampled_log_likelihood(name):
     torch.manual_seed(0)
-    cfg_cls, _ = lookup("vae")
-    model = build_model("vae", cfg_cls(in_shape=(1, 4, 4), hidden=(16,), latent_dim=2)).eval()
+    cfg_cls, _ = lookup(name)
+    model = build_model(name, cfg_cls.tiny((1, 4, 4))).eval()
     x = (torch.rand(4, 1, 4, 4) > 0.5).float()
+    y = torch.arange(4) % model.num_classes if model.conditional else None
     g = torch.Generator().manual_seed(0)
-    post = model.encode(x)
+    post = model.encode(x, y)
     k = 2000
     log_w = []
     elbo_terms = []
     for _ in range(k):
         z = post.sample(g)
-        log_px_z = -reconstruction_loss(model.decode_logits(z), x, "bce")
+        log_px_z = -reconstruction_loss(model.decode_logits(z, y), x, "bce")
         log_pz = Normal(0.0, 1.0).log_prob(z).sum(1)
         log_w.append(log_px_z + log_pz - post.log_prob(z))
         elbo_terms.append(log_px_z)

@@ -125,7 +125,7 @@ def test_points_of_a_2d_latent_are_the_test_means_themselves(client, runs, test_
         assert p["label"] == int(test_set.labels[p["index"]])
         np.testing.assert_allclose([p["x"], p["y"]], means[p["index"]].numpy(), atol=1e-3)
     sliders = res["sliders"]
-    assert sliders["kind"] == "latent" and sliders["names"] == ["z1", "z2"]
+    assert sliders["basis"] == "latent" and sliders["names"] == ["z1", "z2"]
     for lo, hi in sliders["ranges"]:  # a VAE's sliders reach at least +-3 (the prior)
         assert lo <= -3 and hi >= 3
 
@@ -175,7 +175,7 @@ def test_decode_point_lands_where_it_was_clicked(client):
 
 def test_large_latents_travel_as_slider_coordinates(client):
     pts = client.get(f"/api/points?run={RUN['unet']}").json()
-    assert pts["latent_dim"] > MAX_Z_ECHO and pts["sliders"]["kind"] == "pca"
+    assert pts["latent_dim"] > MAX_Z_ECHO and pts["sliders"]["basis"] == "pca"
     res = client.post(f"/api/decode?run={RUN['unet']}", json={"coords": pts["sliders"]["start"]}).json()
     assert res["z"] is None and len(res["coords"]) == 8 and res["image"].startswith("data:image/png")
     assert client.post(f"/api/decode?run={RUN['unet']}", json={"z": [0.0] * pts["latent_dim"]}).status_code == 200

@@ -6,8 +6,10 @@ package branches on a model's name.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Collection
+from types import ModuleType
 from typing import Any
 
 from .errors import ConfigError
@@ -26,8 +28,22 @@ def register(name: str, config_cls: type) -> Callable[[type], type]:
     return wrap
 
 
+def import_modules(package: ModuleType, *, skip: Collection[str] = ("base",)) -> list[str]:
+    """Import every public module of ``package``, so that a model file registers by being there.
+
+    Modules whose name starts with ``_`` and those in ``skip`` (the shared base classes) are
+    left out.  An import error propagates: a broken model file fails loudly instead of
+    silently vanishing from the registry.  Returns the imported modules' short names, sorted.
+    """
+    names = sorted(info.name for info in pkgutil.iter_modules(package.__path__)
+                   if not info.name.startswith("_") and info.name not in skip)
+    for name in names:
+        importlib.import_module(f"{package.__name__}.{name}")
+    return names
+
+
 def _ensure_loaded() -> None:
-    # Importing the package registers every built-in model.
+    # Importing the package runs import_modules over it, which registers every built-in model.
     from . import models  # noqa: F401
 
 
@@ -44,43 +60,12 @@ def lookup(name: str) -> tuple[type, type]:
 
 
 def config_from_dict(name: str, values: dict[str, Any]):
-    """Build a model's config from plain JSON values, refusing unknown keys and wrong types."""
+    """Build a model's config from plain JSON values, with the checks every config gets
+    (:func:`aekit.config.from_plain`: unknown keys, types and ranges, named in the error)."""
+    from .config import from_plain
+
     config_cls, _ = lookup(name)
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    cleaned = {}
-    for key, value in values.items():
-        cleaned[key] = _coerce(name, key, value, fields[key].default)
-    return config_cls(**cleaned)
-
-
-def _coerce(model: str, key: str, value: Any, default: Any) -> Any:
-    """JSON has lists where configs hold tuples; check types against the field's default."""
-    if default is dataclasses.MISSING or default is None:
-        return tuple(value) if isinstance(value, list) else value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{model}.{key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{model}.{key} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{model}.{key} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{model}.{key} must be a string, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{model}.{key} must be a list of integers, got {value!r}")
-        return tuple(value)
-    return value
+    return from_plain(config_cls, values, source=f"model {name!r}", error=ConfigError)
 
 
 def build_model(name: str, config):

@@ -18,14 +18,39 @@ import click
 from click.core import ParameterSource
 
 from .. import __version__
-from ..config import TrainConfig
+from ..config import MAX_WIDTH, check_global_batch
 from ..errors import AekitError
 
 log = logging.getLogger("aekit")
 
 
 class AekitGroup(click.Group):
-    """Turns aekit's own errors (and OS errors such as a full disk) into one-line messages."""
+    """Turns aekit's own errors (and OS errors such as a full disk) into one-line messages.
+
+    Click's own usage errors are one line too (no usage block above them): exit status 2 for a
+    bad command line, 1 for everything the library refuses.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # `aekit` alone: its help, as click shows it
+                click.echo(err.format_message(), err=True)
+                sys.exit(err.exit_code)
+            # named "aekit" however it was started (python -m aekit, click's test runner)
+            command = " ".join(["aekit", *err.ctx.command_path.split()[1:]]) if err.ctx is not None else "aekit"
+            click.echo(f"Error: {err.format_message()} (see: {command} --help)", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            click.echo(f"Error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(status or 0)
 
     def invoke(self, ctx):
         try:
@@ -48,6 +73,28 @@ def _setup_logging(verbose: bool) -> None:
 def main(verbose: bool) -> None:
     """aekit: train autoencoders, look at what they learned, and use them."""
     _setup_logging(verbose)
+
+
+# -- option types from the config's own ranges -----------------------------------------------
+
+def setting_type(path: str) -> click.ParamType:
+    """The click type for config field ``path`` ("train.epochs"): its range or choices, taken
+    from the field's definition in :mod:`aekit.config`, so that a flag and a config file are
+    checked by one rule, and a bad flag is refused by the parser before anything starts."""
+    from ..config import DataConfig, TrainConfig, field_hints
+
+    section, name = path.split(".")
+    hint, fld = field_hints({"data": DataConfig, "train": TrainConfig}[section])[name]
+    meta = fld.metadata
+    if meta.get("choices"):
+        return click.Choice(list(meta["choices"]))
+    base = next((t for t in (int, float) if t is hint or t in getattr(hint, "__args__", ())), None)
+    if base is None:
+        return click.STRING
+    low = meta.get("above") if meta.get("above") is not None else meta.get("minimum")
+    if base is int:
+        return click.IntRange(low, meta.get("maximum"))
+    return click.FloatRange(low, meta.get("maximum"), min_open=meta.get("above") is not None)
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -122,59 +169,85 @@ def _print_baselines(model_metrics: dict, baselines: dict) -> None:
         click.echo(f"  {name:<{width}}  {psnr_text:>9}  {ssim_text:>6}  {n_text:>6}  {'' if param is None else param}")
 
 
+_SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION being model, data or train "
+             "(repeatable), e.g. --set model.channels=16,32 --set train.warmup_steps=200. "
+             "`aekit models --fields NAME` lists a model's fields; `aekit train --settings` the data and train ones.")
+
+
 @main.command()
 @click.option("--model", default=None,
               help="Model name (see `aekit models`)  [default: conv-vae; dn for --task denoise, "
                    "sr for --task super-resolution]")
-@click.option("--dataset", default="mnist-5k", show_default=True,
-              help="Dataset name (see `aekit datasets`) or folder:PATH.")
-@click.option("--latent-dim", type=int, default=None, help="Size of the latent code (model default if omitted).")
-@click.option("--beta", type=float, default=None, help="Weight of the KL term for VAEs (beta-VAE).")
+@click.option("--dataset", default=None, help="Dataset name (see `aekit datasets`) or folder:PATH.  [default: mnist-5k]")
+@click.option("--latent-dim", type=click.IntRange(0, MAX_WIDTH), default=None,
+              help="Size of the latent code (model default if omitted).")
+@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Weight of the KL term for VAEs (beta-VAE).")
 @click.option("--loss", "recon_loss", type=click.Choice(["bce", "mse"]), default=None,
               help="Reconstruction loss, summed over pixels.")
-@click.option("--epochs", type=int, default=None, help="Epochs to train  [default: 15]")
-@click.option("--batch-size", type=int, default=None, help="Global batch size  [default: 64]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW)  [default: 0.001]")
-@click.option("--seed", type=int, default=None, help="Seed for initialisation, splits and noise  [default: 0]")
+@click.option("--epochs", type=setting_type("train.epochs"), default=None, help="Epochs to train; with --resume, extends the run  [default: 15]")
+@click.option("--batch-size", type=setting_type("train.batch_size"), default=None, help="Global batch size  [default: 64]")
+@click.option("--lr", type=setting_type("train.lr"), default=None, help="Peak learning rate (AdamW)  [default: 0.001]")
+@click.option("--seed", type=setting_type("train.seed"), default=None,
+              help="Seed for initialisation, splits and noise  [default: 0]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder  [default: runs/<date-time>-<model>-<dataset>/]")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this folder from its last checkpoint.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="Start from this config: a run's config.json (to reproduce it) or a JSON/TOML file with any of "
+                   "model, model_config, data, train; options given here override it.")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.FIELD=VALUE", help=_SET_HELP)
+@click.option("--settings", "list_settings", is_flag=True, help="List the data and train fields --set reaches, and exit.")
 @click.option("--data-dir", default=None, help="Folder holding the dataset's files (else the cache).")
-@click.option("--image-size", type=int, default=None, help="Resize images to this many pixels square.")
-@click.option("--channels", type=click.IntRange(1, 3), default=None, help="1 (grey) or 3 (RGB).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="[default: fp32]")
-@click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution"]), default="reconstruct",
-              show_default=True)
+@click.option("--image-size", type=setting_type("data.image_size"), default=None, help="Resize images to this many pixels square.")
+@click.option("--channels", type=setting_type("data.channels"), default=None, help="1 (grey) or 3 (RGB).")
+@click.option("--device", type=setting_type("train.device"), default=None, help="[default: auto]")
+@click.option("--precision", type=setting_type("train.precision"), default=None, help="[default: fp32]")
+@click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution"]), default=None,
+              help="What the model learns to map  [default: reconstruct]")
 @click.option("--noise", default=None, help="For --task denoise: gaussian:SIGMA, lesson, salt-pepper:P, mask:P.")
-@click.option("--scale", type=int, default=None, help="For --task super-resolution: 2 or 4.")
-@click.option("--stop-after-epoch", type=int, default=None,
+@click.option("--scale", type=int, default=None, help="For --task super-resolution: 2, 3, 4 or 8.")
+@click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None,
               help="Stop (resumably) after this epoch, e.g. to split a long run into sessions.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (one line per epoch only).")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Train with N processes (DistributedDataParallel): runs this command under torchrun.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=setting_type("train.num_workers"), default=None,
               help="DataLoader worker processes decoding a streamed folder  [default: 0]")
 @click.option("--stream/--no-stream", default=None,
               help="Read a folder:PATH training split from disk while training  [default: if it decodes to > 1 GiB]")
-def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, seed, out, resume, data_dir,
-          image_size, channels, device, precision, task, noise, scale, stop_after_epoch, no_progress, nproc,
-          workers, stream):
+def train(model, out, resume, config_file, settings, list_settings, stop_after_epoch, no_progress, nproc, stream,
+          **options):
     """Train a model; writes a run folder with weights, metrics and figures.
+
+    Every option, --set and --config become one config, written to the run's config.json;
+    `aekit train --config RUN/config.json` trains the same run again.
 
     Distributed: `aekit train --nproc N ...` on one machine, or
     `torchrun --nproc-per-node N [--nnodes M --rdzv-endpoint HOST:PORT] -m aekit train ...`.
     """
-    from .. import api
+    from ..app import training
     from ..train.distributed import launched_by_torchrun
     from ..train.loop import Callbacks
 
+    if list_settings:
+        click.echo(training.settings_help())
+        return
+    model_options = {k: options.pop(k) for k in ("latent_dim", "beta", "recon_loss")}
+    if resume is not None:
+        from ..run import read_config
+
+        planned = read_config(resume)
+    else:
+        planned = training.plan_config(config_file=config_file, model=model, options=options,
+                                       settings=settings, model_options=model_options)
     if nproc is not None and nproc > 1:
         if launched_by_torchrun():
             raise click.UsageError("--nproc starts torchrun itself; under torchrun, leave it out")
+        # checked here, once, rather than by every process torchrun would start
+        check_global_batch(options["batch_size"] or planned.train.batch_size, nproc)
         sys.exit(_run_under_torchrun(click.get_current_context(), nproc))
-    # The process group does not exist yet (api.train joins it), so read the rank torchrun set.
+    # The process group does not exist yet (training.train joins it), so read the rank torchrun set.
     rank = int(os.environ.get("RANK", "0"))
     stop = {"requested": False}
 
@@ -188,24 +261,17 @@ def train(model, dataset, latent_dim, beta, recon_loss, epochs, batch_size, lr, 
             click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    total_epochs = epochs or TrainConfig.epochs
-    if resume is not None and epochs is None:
-        from ..train.checkpoint import read_run_config
-
-        total_epochs = read_run_config(resume).train.epochs
+    total_epochs = (options["epochs"] or planned.train.epochs) if resume is not None else planned.train.epochs
     progress = _Progress(total_epochs, enabled=rank == 0 and not no_progress)
     summary = _Progress(total_epochs, enabled=rank == 0)
     callbacks = Callbacks(on_step=progress.step, on_epoch=summary.epoch_end,
                           on_epoch_start=progress.epoch_start, should_stop=lambda: stop["requested"])
     if progress.enabled is False:
         callbacks.on_step = None
-    options = {"latent_dim": latent_dim, "beta": beta, "recon_loss": recon_loss}
     try:
-        run = api.train(model=model, dataset=dataset, out=out, resume=resume, epochs=epochs, batch_size=batch_size,
-                        lr=lr, seed=seed, device=device, data_dir=data_dir, image_size=image_size,
-                        channels=channels, task=task, noise=noise, scale=scale, precision=precision,
-                        model_options=options, callbacks=callbacks, stop_after_epoch=stop_after_epoch,
-                        stream=stream, workers=workers)
+        run = training.train(model=model, out=out, resume=resume, config_file=config_file, settings=settings,
+                             model_options={k: v for k, v in model_options.items() if v is not None},
+                             callbacks=callbacks, stop_after_epoch=stop_after_epoch, stream=stream, **options)
     finally:
         signal.signal(signal.SIGINT, previous)
         if progress.bar is not None:
@@ -290,19 +356,32 @@ def evaluate(run_dir, dataset, data_dir, device, as_json):
     the noisy input and classical denoisers (tuned on validation images), or nearest,
     bilinear and bicubic enlargement.
     """
-    from .. import api
+    from ..app.evaluation import evaluate as evaluate_run
 
-    metrics = api.evaluate(run_dir, dataset=dataset, data_dir=data_dir, device=device)
+    metrics = evaluate_run(run_dir, dataset=dataset, data_dir=data_dir, device=device)
     if not as_json:
         click.echo(f"{run_dir} on {dataset or 'its own dataset'} (test split):")
     _print_metrics(metrics, as_json)
 
 
 @main.command()
-def models():
+@click.option("--fields", "fields_of", metavar="NAME", default=None,
+              help="List one model's config fields (what `aekit train --set model.FIELD=VALUE` reaches).")
+def models(fields_of):
     """List the model families."""
     from ..registry import lookup, model_names
 
+    if fields_of is not None:
+        import json as _json
+
+        from ..config import field_hints, to_plain
+
+        config_cls, _ = lookup(fields_of)
+        defaults = to_plain(config_cls())
+        for name, (hint, _fld) in field_hints(config_cls).items():
+            kind = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            click.echo(f"model.{name} = {_json.dumps(defaults[name])}  ({kind})")
+        return
     for name in model_names():
         _, cls = lookup(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]

@@ -16,7 +16,7 @@ _TILING = ("Images of any size are cut into tiles of the model's input size that
 
 
 def _apply_command(command: str, run_dir: Path, images: tuple[Path, ...], out_dir: Path, overlap, device) -> None:
-    from ..apply import apply_to_files
+    from ..app.apply import apply_to_files
 
     result = apply_to_files(command, run_dir, list(images), out_dir, overlap=overlap, device=device)
     for path in result.outputs:

@@ -88,24 +88,26 @@ NOISE_FORMS = (
 class NoiseSpec:
     """A corruption named on the command line; ``str(spec)`` gives the spec back."""
 
-    kind: str  # "gaussian", "lesson", "salt-pepper" or "mask"
+    family: str  # "gaussian", "lesson", "salt-pepper" or "mask"
     value: float | None = None  # sigma for gaussian, p for salt-pepper and mask
     patch: int = 1  # mask only
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.kind == "gaussian":
-            return gaussian_noise(x, self.value, generator)
-        if self.kind == "lesson":
-            return lesson_noise(x, generator)
-        if self.kind == "salt-pepper":
-            return salt_pepper(x, self.value, generator)
-        return mask_pixels(x, self.value, generator, patch=self.patch)
+        return _NOISES[self.family](x, self, generator)
 
     def __str__(self) -> str:
-        if self.kind == "lesson":
-            return "lesson"
-        text = f"{self.kind}:{self.value:g}"
-        return f"{text}:{self.patch}" if self.kind == "mask" and self.patch != 1 else text
+        if self.value is None:  # the lesson's noise has no parameter
+            return self.family
+        text = f"{self.family}:{self.value:g}"
+        return f"{text}:{self.patch}" if self.patch != 1 else text
+
+
+_NOISES = {
+    "gaussian": lambda x, spec, gen: gaussian_noise(x, spec.value, gen),
+    "lesson": lambda x, spec, gen: lesson_noise(x, gen),
+    "salt-pepper": lambda x, spec, gen: salt_pepper(x, spec.value, gen),
+    "mask": lambda x, spec, gen: mask_pixels(x, spec.value, gen, patch=spec.patch),
+}
 
 
 def parse_noise(spec: str) -> NoiseSpec:
@@ -114,26 +116,27 @@ def parse_noise(spec: str) -> NoiseSpec:
     def bad(why: str) -> ConfigError:
         return ConfigError(f"bad noise spec {spec!r} ({why}); valid forms: {NOISE_FORMS}")
 
-    kind, *args = spec.strip().lower().split(":")
-    if kind == "lesson":
+    family, *args = spec.strip().lower().split(":")
+    if family not in _NOISES:
+        raise bad(f"unknown kind {family!r}")
+    if family == "lesson":
         if args:
             raise bad("lesson takes no value")
         return NoiseSpec("lesson")
-    if kind not in ("gaussian", "salt-pepper", "mask"):
-        raise bad(f"unknown kind {kind!r}")
-    if not args or len(args) > (2 if kind == "mask" else 1):
-        raise bad(f"{kind} takes {'a probability' if kind != 'gaussian' else 'a sigma'}")
+    probability = family != "gaussian"
+    if not args or len(args) > (2 if family == "mask" else 1):
+        raise bad(f"{family} takes {'a probability' if probability else 'a sigma'}")
     try:
         value = float(args[0])
     except ValueError:
         raise bad(f"{args[0]!r} is not a number") from None
-    if kind == "gaussian" and not (value > 0 and math.isfinite(value)):
+    if not probability and not (value > 0 and math.isfinite(value)):
         raise bad("sigma must be a positive number")
-    if kind != "gaussian" and not 0 <= value <= 1:
+    if probability and not 0 <= value <= 1:
         raise bad("the probability must be between 0 and 1")
     patch = 1
     if len(args) == 2:
         if not args[1].isdigit() or int(args[1]) < 1:
             raise bad(f"patch size {args[1]!r} is not a whole number of at least 1")
         patch = int(args[1])
-    return NoiseSpec(kind, value, patch)
+    return NoiseSpec(family, value, patch)

@@ -6,7 +6,6 @@ import torch
 
 from ..models.base import Autoencoder, Batch, reconstruction_loss
 from .metrics import PSNR_CAP_DB, bce_per_pixel, mse_per_image, psnr, sse_per_image, ssim
-from .tasks import fixed_inputs
 
 EVAL_SEED_STREAM = 12_345  # the fixed noise used for evaluation, so numbers repeat
 
@@ -27,12 +26,12 @@ def evaluate_model(
     The reconstruction is decoded from the posterior's mode (deterministic).  For VAEs
     trained with BCE the ELBO is estimated with one posterior sample per image, in nats per
     image: ``elbo = -(elbo_recon + kl)``.  Denoising inputs use a noise fixed per image by ``seed``
-    (:func:`aekit.eval.tasks.fixed_inputs`).
+    (:meth:`aekit.tasks.Task.fixed_inputs`).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     # This generator only draws the ELBO's posterior samples; the denoising noise is fixed per
-    # image by fixed_inputs, so the baselines (aekit.eval.tasks) can be scored on the same inputs.
+    # image by fixed_inputs, so the task's baselines can be scored on the same inputs.
     gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + EVAL_SEED_STREAM)
     n_total = len(data) if max_images is None else min(len(data), max_images)
     sums: dict[str, float] = {}
@@ -41,7 +40,7 @@ def evaluate_model(
         stop = min(start + batch_size, n_total)
         clean = data.images[start:stop].to(device)
         y = data.labels[start:stop].to(device) if data.labels is not None and model.conditional else None
-        batch = Batch(x=fixed_inputs(task, clean, seed=seed, first_index=start), target=clean, y=y)
+        batch = Batch(x=task.fixed_inputs(clean, seed=seed, first_index=start), target=clean, y=y)
         x_hat = model.reconstruct(batch.x, y)
         per_image = {
             "bce_per_pixel": bce_per_pixel(x_hat, clean),

@@ -93,7 +93,7 @@ def before_after(model, task, images: Tensor, labels: Tensor | None = None, *,
     rows line up and nothing is smoothed on the model's behalf).
     """
     x, out = model_outputs(model, task, images, labels, generator=generator)
-    if task.kind == "reconstruct":
+    if task.target_is_input:
         return {"original": images, "reconstructed": out}
     shown = torch.nn.functional.interpolate(x, size=images.shape[-2:], mode="nearest")
     return {"clean": images, "model input": shown, "output": out}

@@ -20,28 +20,34 @@ Once the codes match the prior, decoding prior draws gives new images (``generat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ConfigError
-from ..nn import MLP, ConvDecoder, ConvEncoder, spatial_chain
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
+from ..nn import MLP, ConvTrunk
 from ..registry import register
 from .base import Autoencoder, Batch, Losses, Output, Posterior, StepContext, check_finite, make_adam
 
 
 @dataclass
 class AAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    channels: tuple[int, ...] = (32, 64)  # as conv-vae: two stride-2 convs, 28 -> 14 -> 7
-    hidden: int = 256  # dense layer between the conv features and the code
-    latent_dim: int = 8  # small enough for the discriminator to judge the code's shape well
-    disc_hidden: tuple[int, ...] = (256, 256)  # the paper's MNIST discriminator: two layers
-    adv_weight: float = 1.0  # weight of the generator (fool-the-discriminator) loss in phase 3
-    recon_loss: str = "bce"
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    channels: tuple[int, ...] = setting((32, 64), minimum=1, maximum=MAX_WIDTH)  # as conv-vae: two stride-2 convs, 28 -> 14 -> 7
+    hidden: int = setting(256, minimum=1, maximum=MAX_WIDTH)  # dense layer between the conv features and the code
+    latent_dim: int = setting(8, minimum=1, maximum=MAX_WIDTH)  # small enough for the discriminator to judge the code's shape well
+    disc_hidden: tuple[int, ...] = setting((256, 256), minimum=1, maximum=MAX_WIDTH)  # the paper's MNIST discriminator: two layers
+    adv_weight: float = setting(1.0, minimum=0.0)  # weight of the generator (fool-the-discriminator) loss in phase 3
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> AAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # narrow stages and discriminator, and a 2-D code that it learns to judge within a few steps
+        sizes = {"channels": (8, 16), "hidden": 32, "latent_dim": 2, "disc_hidden": (32, 32)}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("aae", AAEConfig)
@@ -54,25 +60,11 @@ class AdversarialAE(Autoencoder):
 
     def __init__(self, config: AAEConfig):
         super().__init__(config)
-        c, h, w = self.in_shape
-        levels = len(config.channels)
-        if min(h, w) < 2**levels:
-            raise ConfigError(
-                f"aae with {levels} stride-2 stages needs images of at least {2**levels}x{2**levels}, got {h}x{w}"
-            )
-        sizes = list(zip(spatial_chain(h, levels), spatial_chain(w, levels)))
-        self.feature_shape = (config.channels[-1], *sizes[-1])
-        features = math.prod(self.feature_shape)
-        self.encoder = nn.Sequential(
-            ConvEncoder(c, config.channels, downsample="stride"), nn.Flatten(),
-            nn.Linear(features, config.hidden), nn.ReLU(inplace=True), nn.Linear(config.hidden, config.latent_dim),
-        )
-        self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim, config.hidden), nn.ReLU(inplace=True),
-            nn.Linear(config.hidden, features), nn.ReLU(inplace=True),
-        )
-        decoder_channels = [*reversed(config.channels[:-1]), max(config.channels[0] // 2, 1)]
-        self.decoder = ConvDecoder(config.channels[-1], decoder_channels, c, sizes, upsample="transpose")
+        trunk = ConvTrunk(self.in_shape, config.channels, owner=self.registry_name)
+        self.feature_shape = trunk.feature_shape
+        self.encoder = trunk.encoder([config.hidden, config.latent_dim], final_relu=False)  # (B, D): the code
+        self.from_latent = trunk.from_latent(config.latent_dim, config.hidden)
+        self.decoder = trunk.decoder()
         self.discriminator = MLP([config.latent_dim, *config.disc_hidden, 1])  # logit of "a prior draw"
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:

@@ -100,17 +100,17 @@ class Losses:
     parts: dict[str, Tensor] = field(default_factory=dict)  # scalars logged by name
 
 
-def reconstruction_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
+def reconstruction_loss(logits: Tensor, target: Tensor, loss_name: str) -> Tensor:
     """Per-image reconstruction loss summed over pixels (nats per image for BCE).  (B,)
 
     BCE is computed from logits for numerical stability; MSE compares sigmoid outputs.
     """
-    if kind == "bce":
+    if loss_name == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    elif kind == "mse":
+    elif loss_name == "mse":
         per_pixel = (torch.sigmoid(logits) - target).pow(2)
     else:
-        raise ConfigError(f"unknown reconstruction loss {kind!r}; use 'bce' or 'mse'")
+        raise ConfigError(f"unknown reconstruction loss {loss_name!r}; use 'bce' or 'mse'")
     return per_pixel.flatten(1).sum(dim=1)
 
 
@@ -213,6 +213,13 @@ class Autoencoder(nn.Module):
         """Encode to the posterior mode and decode: deterministic.  (B, C, H', W')"""
         return self.decode(self.encode(x, y).mode(), y)
 
+    def prior_sample(self, n: int, *, temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """``n`` codes drawn from the model's prior, on the CPU (so draws do not depend on the
+        device).  N(0, temperature^2 I) here; a family with another prior (a mixture, a learned
+        one) overrides this, and :meth:`sample` and the explorer follow.  (n, D)"""
+        return torch.randn((n, self.latent_dim), generator=generator, device="cpu") * temperature
+
     @torch.inference_mode()
     def sample(self, n: int, *, label: int | Tensor | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
@@ -223,7 +230,7 @@ class Autoencoder(nn.Module):
                 "(vae, conv-vae, cvae, aae), or `aekit sample`, which samples where a plain AE's codes lie"
             )
         device = next(self.parameters()).device
-        z = torch.randn((n, self.latent_dim), generator=generator, device="cpu").to(device) * temperature
+        z = self.prior_sample(n, temperature=temperature, generator=generator).to(device)  # (n, D)
         y = None
         if self.conditional:
             if label is None:

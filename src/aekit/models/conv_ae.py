@@ -17,20 +17,27 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..nn import ConvDecoder, ConvEncoder, spatial_chain
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
+from ..nn import ConvDecoder, ConvEncoder, halving_sizes
 from ..registry import register
 from .base import Autoencoder, Posterior
 
 
 @dataclass
 class ConvAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    channels: tuple[int, ...] = (16, 8, 8)  # the lesson's encoder; the decoder mirrors it
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    channels: tuple[int, ...] = setting((16, 8, 8), minimum=1, maximum=MAX_WIDTH)  # the lesson's encoder; the decoder mirrors it
     # 0 keeps the lesson's 4x4x8 conv code; any other value adds a dense bottleneck of that
     # size (the lesson's Task 1 uses 2, so codes can be plotted directly).
-    latent_dim: int = 0
-    recon_loss: str = "bce"  # the lesson trains with binary cross-entropy
+    latent_dim: int = setting(0, minimum=0, maximum=MAX_WIDTH)
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)  # the lesson trains with binary cross-entropy
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> ConvAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # three 8-channel stages and a dense 8-D code; latent_dim=0 keeps the lesson's conv code
+        sizes = {"channels": (8, 8, 8), "latent_dim": 8}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("conv-ae", ConvAEConfig)
@@ -40,14 +47,8 @@ class ConvAE(Autoencoder):
     def __init__(self, config: ConvAEConfig):
         super().__init__(config)
         c, h, w = self.in_shape
-        levels = len(config.channels)
-        if min(h, w) < 2**levels:
-            raise ConfigError(
-                f"conv-ae with {levels} pooling stages needs images of at least {2**levels}x{2**levels}, got {h}x{w}"
-            )
-        hs, ws = spatial_chain(h, levels), spatial_chain(w, levels)
-        self.sizes = list(zip(hs, ws))
-        self.code_shape = (config.channels[-1], hs[-1], ws[-1])  # (8, 4, 4) for MNIST
+        self.sizes = halving_sizes(h, w, len(config.channels), owner=self.registry_name, stage="pooling")
+        self.code_shape = (config.channels[-1], *self.sizes[-1])  # (8, 4, 4) for MNIST
         self.encoder = ConvEncoder(c, config.channels, downsample="pool")
         # The lesson's decoder convs have 8, 8, 16 channels for encoder channels 16, 8, 8.
         decoder_channels = list(reversed(config.channels))

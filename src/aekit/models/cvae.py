@@ -9,28 +9,36 @@ the prior holds.  The loss is the conv VAE's negative ELBO, reconstruction + bet
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..errors import ConfigError
-from ..nn import ConvDecoder, ConvEncoder, spatial_chain
+from ..nn import ConvTrunk
 from ..registry import register
 from .base import Autoencoder, Posterior
 
 
 @dataclass
 class CVAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    num_classes: int = 10  # set from the dataset by api.train
-    channels: tuple[int, ...] = (32, 64)  # as conv-vae: two stride-2 convs, 28 -> 14 -> 7
-    hidden: int = 256  # dense layer where the label joins the image features
-    latent_dim: int = 16  # the label carries the class, so the code only needs the style
-    beta: float = 1.0  # weight of the KL term; 1.0 is the plain ELBO, >1 a beta-VAE
-    recon_loss: str = "bce"
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    num_classes: int = setting(10, minimum=2, maximum=100_000)  # set from the dataset at training
+    channels: tuple[int, ...] = setting((32, 64), minimum=1, maximum=MAX_WIDTH)  # as conv-vae: two stride-2 convs, 28 -> 14 -> 7
+    hidden: int = setting(256, minimum=1, maximum=MAX_WIDTH)  # dense layer where the label joins the image features
+    latent_dim: int = setting(16, minimum=1, maximum=MAX_WIDTH)  # the label carries the class, so the code only needs the style
+    beta: float = setting(1.0, minimum=0.0)  # weight of the KL term; 1.0 is the plain ELBO, >1 a beta-VAE
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> CVAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # narrow stages and a 2-D style code (the label carries the class); three classes, so
+        # label checks have one in the middle
+        sizes = {"num_classes": 3, "channels": (8, 16), "hidden": 32, "latent_dim": 2}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("cvae", CVAEConfig)
@@ -46,26 +54,15 @@ class ConditionalVAE(Autoencoder):
         if isinstance(config.num_classes, bool) or not isinstance(config.num_classes, int) or config.num_classes < 2:
             raise ConfigError(f"cvae needs num_classes of at least 2, got {config.num_classes!r}; "
                               "train it on a labelled dataset")
-        c, h, w = self.in_shape
-        levels = len(config.channels)
-        if min(h, w) < 2**levels:
-            raise ConfigError(
-                f"cvae with {levels} stride-2 stages needs images of at least {2**levels}x{2**levels}, got {h}x{w}"
-            )
-        sizes = list(zip(spatial_chain(h, levels), spatial_chain(w, levels)))
-        self.feature_shape = (config.channels[-1], *sizes[-1])  # (64, 7, 7) for MNIST
-        features = math.prod(self.feature_shape)
+        trunk = ConvTrunk(self.in_shape, config.channels, owner=self.registry_name)
+        self.feature_shape = trunk.feature_shape  # (64, 7, 7) for MNIST
         k = config.num_classes
-        self.encoder = nn.Sequential(ConvEncoder(c, config.channels, downsample="stride"), nn.Flatten())
-        self.enc_hidden = nn.Sequential(nn.Linear(features + k, config.hidden), nn.ReLU(inplace=True))
+        self.encoder = trunk.encoder()  # (B, features): the label joins after the convs
+        self.enc_hidden = nn.Sequential(nn.Linear(trunk.features + k, config.hidden), nn.ReLU(inplace=True))
         self.mean = nn.Linear(config.hidden, config.latent_dim)
         self.logvar = nn.Linear(config.hidden, config.latent_dim)
-        self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim + k, config.hidden), nn.ReLU(inplace=True),
-            nn.Linear(config.hidden, features), nn.ReLU(inplace=True),
-        )
-        decoder_channels = [*reversed(config.channels[:-1]), max(config.channels[0] // 2, 1)]
-        self.decoder = ConvDecoder(config.channels[-1], decoder_channels, c, sizes, upsample="transpose")
+        self.from_latent = trunk.from_latent(config.latent_dim + k, config.hidden)
+        self.decoder = trunk.decoder()
 
     def _one_hot(self, y: Tensor | None, n: int, like: Tensor) -> Tensor:
         self.check_labels(y, n)

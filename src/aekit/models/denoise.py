@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..errors import ConfigError
 from ..nn.unet import UNetDecoder, UNetEncoder, feature_shapes, pack, unpack
 from ..registry import register
@@ -28,13 +29,20 @@ from .base import Autoencoder, Posterior
 
 @dataclass
 class DenoiserConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
     # U-Net widths per level, on the folded image: 14 -> 7 -> 4 for MNIST.  About 40M
     # multiply-adds per 28x28 image: two epochs of full MNIST fit in minutes on two CPU cores.
-    channels: tuple[int, ...] = (48, 96, 96)
+    channels: tuple[int, ...] = setting((48, 96, 96), minimum=1, maximum=MAX_WIDTH)
     # Side of the pixel blocks folded into channels; 1 runs the U-Net on the pixels themselves.
-    block: int = 2
-    recon_loss: str = "bce"
+    block: int = setting(2, minimum=1, maximum=16)
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> DenoiserConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # two narrow levels: still a U-Net with one skip connection
+        sizes = {"channels": (16, 16)}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("dn", DenoiserConfig)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..nn import MLP
 from ..registry import register
 from .base import Autoencoder, Posterior
@@ -14,10 +15,17 @@ from .base import Autoencoder, Posterior
 
 @dataclass
 class DenseAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    hidden: tuple[int, ...] = (512, 256)  # two layers: enough to beat PCA clearly on MNIST
-    latent_dim: int = 32  # 30-ish is the classic comparison with PCA (Hinton & Salakhutdinov 2006)
-    recon_loss: str = "bce"  # per-pixel Bernoulli likelihood suits [0, 1] images such as MNIST
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    hidden: tuple[int, ...] = setting((512, 256), minimum=1, maximum=MAX_WIDTH)  # two layers: enough to beat PCA clearly on MNIST
+    latent_dim: int = setting(32, minimum=1, maximum=MAX_WIDTH)  # 30-ish is the classic comparison with PCA (Hinton & Salakhutdinov 2006)
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)  # per-pixel Bernoulli likelihood suits [0, 1] images such as MNIST
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> DenseAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # one 64-wide layer and an 8-D code: a run on a few thousand digits trains in seconds
+        sizes = {"hidden": (64,), "latent_dim": 8}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("dense-ae", DenseAEConfig)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..errors import ConfigError
 from ..nn.unet import UNetDecoder, UNetEncoder, conv_relu, feature_shapes, pack, unpack
 from ..registry import register
@@ -59,15 +60,26 @@ class _Upscaler(Autoencoder):
 
 @dataclass
 class SRLessonConfig:
-    in_shape: tuple[int, int, int] = (1, 14, 14)  # the small input: MNIST at 2x
-    scale: int = 2  # set by --scale
-    channels: tuple[int, ...] = (64, 32)  # the lesson's two convs on the small image
+    in_shape: tuple[int, int, int] = setting((1, 14, 14), minimum=1, maximum=MAX_SIDE)  # the small input: MNIST at 2x
+    scale: int = setting(2, minimum=2, maximum=8)  # set by --scale
+    channels: tuple[int, ...] = setting((64, 32), minimum=1, maximum=MAX_WIDTH)  # the lesson's two convs on the small image
     # One conv + ReLU at full size after the upsampling; 0 leaves it out (the bare lesson
     # layers).  Without it the output pixels of an upsampled block are linear in the same few
     # features, and fine detail is learnt slowly (it cannot fit one batch of noise in the
     # 300 steps of tests/test_models.py).
-    up_channels: int = 32
-    recon_loss: str = "bce"  # the lesson trains with binary cross-entropy
+    up_channels: int = setting(32, minimum=0, maximum=MAX_WIDTH)
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)  # the lesson trains with binary cross-entropy
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> SRLessonConfig:
+        """A small config for fast CPU tests; ``in_shape`` is the small input.
+
+        ``overrides`` replace any other field.
+        """
+        # the lesson's convs, with a wider full-size conv: the bare layers fit one batch of noise
+        # too slowly for tests/test_models.py's 300 steps (upsampled blocks share their features)
+        sizes = {"up_channels": 64}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("sr-lesson", SRLessonConfig)
@@ -108,15 +120,25 @@ class SRLesson(_Upscaler):
 
 @dataclass
 class SRConfig:
-    in_shape: tuple[int, int, int] = (1, 14, 14)  # the small input: MNIST at 2x
-    scale: int = 2  # set by --scale
+    in_shape: tuple[int, int, int] = setting((1, 14, 14), minimum=1, maximum=MAX_SIDE)  # the small input: MNIST at 2x
+    scale: int = setting(2, minimum=2, maximum=8)  # set by --scale
     # U-Net widths on the small image: 14 -> 7 -> 4 at 2x on MNIST.  The work happens at the
     # small size, where it is cheap; three levels see the whole digit.
-    channels: tuple[int, ...] = (64, 64, 64)
+    channels: tuple[int, ...] = setting((64, 64, 64), minimum=1, maximum=MAX_WIDTH)
     # Channels per output pixel after the sub-pixel (pixel-shuffle) upsampling; the two
     # full-resolution convs that refine the bicubic image work at this width.
-    tail: int = 16
-    recon_loss: str = "bce"  # logits in, so the residual lives in logit space
+    tail: int = setting(16, minimum=1, maximum=MAX_WIDTH)
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)  # logits in, so the residual lives in logit space
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> SRConfig:
+        """A small config for fast CPU tests; ``in_shape`` is the small input.
+
+        ``overrides`` replace any other field.
+        """
+        # two narrow U-Net levels and a narrow full-size tail
+        sizes = {"channels": (16, 16), "tail": 8}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("sr", SRConfig)

@@ -13,19 +13,26 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..nn import MLP, ConvDecoder, ConvEncoder, spatial_chain
+from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
+from ..nn import MLP, ConvTrunk
 from ..registry import register
 from .base import Autoencoder, Posterior
 
 
 @dataclass
 class VAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    hidden: tuple[int, ...] = (512,)  # the lesson's 784-512-latent encoder
-    latent_dim: int = 2  # the lesson's: codes can be plotted directly
-    beta: float = 1.0  # weight of the KL term; 1.0 is the plain ELBO, >1 a beta-VAE
-    recon_loss: str = "bce"
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    hidden: tuple[int, ...] = setting((512,), minimum=1, maximum=MAX_WIDTH)  # the lesson's 784-512-latent encoder
+    latent_dim: int = setting(2, minimum=1, maximum=MAX_WIDTH)  # the lesson's: codes can be plotted directly
+    beta: float = setting(1.0, minimum=0.0)  # weight of the KL term; 1.0 is the plain ELBO, >1 a beta-VAE
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> VAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # one 64-wide layer and a 2-D code, as in the lesson
+        sizes = {"hidden": (64,), "latent_dim": 2}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 class _GaussianHeads(nn.Module):
@@ -64,12 +71,19 @@ class VAE(Autoencoder):
 
 @dataclass
 class ConvVAEConfig:
-    in_shape: tuple[int, int, int] = (1, 28, 28)
-    channels: tuple[int, ...] = (32, 64)  # two stride-2 convs: 28 -> 14 -> 7
-    hidden: int = 256  # dense layer between the conv features and the Gaussian heads
-    latent_dim: int = 16  # sharp reconstructions on MNIST; use 2 for plots you can read directly
-    beta: float = 1.0  # weight of the KL term; 1.0 is the plain ELBO
-    recon_loss: str = "bce"
+    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1, maximum=MAX_SIDE)
+    channels: tuple[int, ...] = setting((32, 64), minimum=1, maximum=MAX_WIDTH)  # two stride-2 convs: 28 -> 14 -> 7
+    hidden: int = setting(256, minimum=1, maximum=MAX_WIDTH)  # dense layer between the conv features and the Gaussian heads
+    latent_dim: int = setting(16, minimum=1, maximum=MAX_WIDTH)  # sharp reconstructions on MNIST; use 2 for plots you can read directly
+    beta: float = setting(1.0, minimum=0.0)  # weight of the KL term; 1.0 is the plain ELBO
+    recon_loss: str = setting("bce", choices=RECON_LOSSES)
+
+    @classmethod
+    def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> ConvVAEConfig:
+        """A small config for fast CPU tests; ``overrides`` replace any other field."""
+        # two narrow stride-2 stages and a 4-D code
+        sizes = {"channels": (8, 16), "hidden": 32, "latent_dim": 4}
+        return cls(in_shape=tuple(in_shape), **{**sizes, **overrides})
 
 
 @register("conv-vae", ConvVAEConfig)
@@ -81,28 +95,12 @@ class ConvVAE(Autoencoder):
 
     def __init__(self, config: ConvVAEConfig):
         super().__init__(config)
-        c, h, w = self.in_shape
-        levels = len(config.channels)
-        if min(h, w) < 2**levels:
-            raise ConfigError(
-                f"conv-vae with {levels} stride-2 stages needs images of at least {2**levels}x{2**levels}, got {h}x{w}"
-            )
-        sizes = list(zip(spatial_chain(h, levels), spatial_chain(w, levels)))
-        self.feature_shape = (config.channels[-1], *sizes[-1])  # (64, 7, 7) for MNIST
-        features = math.prod(self.feature_shape)
-        self.encoder = nn.Sequential(
-            ConvEncoder(c, config.channels, downsample="stride"), nn.Flatten(),
-            nn.Linear(features, config.hidden), nn.ReLU(inplace=True),
-        )
+        trunk = ConvTrunk(self.in_shape, config.channels, owner=self.registry_name)
+        self.feature_shape = trunk.feature_shape  # (64, 7, 7) for MNIST
+        self.encoder = trunk.encoder([config.hidden])  # (B, hidden)
         self.heads = _GaussianHeads(config.hidden, config.latent_dim)
-        self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim, config.hidden), nn.ReLU(inplace=True),
-            nn.Linear(config.hidden, features), nn.ReLU(inplace=True),
-        )
-        # Upsampling steps narrow as they grow (64 -> 32 -> 16 channels for the defaults), so
-        # the full-resolution layers, where most of the arithmetic is, stay cheap.
-        decoder_channels = [*reversed(config.channels[:-1]), max(config.channels[0] // 2, 1)]
-        self.decoder = ConvDecoder(config.channels[-1], decoder_channels, c, sizes, upsample="transpose")
+        self.from_latent = trunk.from_latent(config.latent_dim, config.hidden)
+        self.decoder = trunk.decoder()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         self.check_input(x)

@@ -1,6 +1,6 @@
-"""Run folders: writing them atomically and reading them back without running any code.
+"""Writing a run folder atomically: weights, and resumable checkpoints.
 
-Layout of a run folder::
+The trainer's side of the run folder (reading it is :mod:`aekit.run`)::
 
     config.json          RunConfig: model name + config, data, training settings, versions
     model.safetensors    the latest weights (replaced atomically after every epoch)
@@ -28,20 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
-from ..config import RunConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text, atomic_write_with, fsync_dir
-from ..registry import build_model, config_from_dict, lookup
+from ..run.layout import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINTS_DIR,
+    CONFIG_NAME,
+    METRICS_NAME,
+    RECONSTRUCTIONS_NAME,
+    TEST_METRICS_NAME,
+    WEIGHTS_NAME,
+    list_checkpoints,
+)
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-METRICS_NAME = "metrics.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
 KEEP_CHECKPOINTS = 2  # the newest, and one before it in case the newest is being replaced
 
 
@@ -75,132 +79,6 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-# -- reading -----------------------------------------------------------------------------
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise CheckpointError(f"{run_dir}: no such run folder")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: expected a run folder (with config.json and model.safetensors), got a file")
-    path = run_dir / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; is {run_dir} a run folder written by `aekit train`?")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    return RunConfig.from_dict(raw, source=str(path))
-
-
-def build_from_config(cfg: RunConfig, source: str = CONFIG_NAME) -> torch.nn.Module:
-    lookup(cfg.model)  # unknown names -> a clear error listing the known ones
-    values = dict(cfg.model_config)
-    try:
-        model_cfg = config_from_dict(cfg.model, values)
-        return build_model(cfg.model, model_cfg)
-    except CheckpointError:
-        raise
-    except Exception as err:  # noqa: BLE001 - whatever a bad config makes a constructor raise
-        raise CheckpointError(f"{source}: cannot build model {cfg.model!r} from its config: {err}") from None
-
-
-def check_size_against_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> None:
-    """Refuse a config whose model needs more weight bytes than ``weights`` holds, before building it.
-
-    The model is first built on torch's "meta" device, which records shapes and allocates
-    nothing, so a config.json asking for a layer of 10^10 units costs nothing to refuse; a real
-    build would take gigabytes of memory and minutes of initialisation before the weights file
-    could say that it does not fit.
-    """
-    try:
-        have = weights.stat().st_size
-    except OSError:
-        return  # load_weights names the missing file
-    try:  # a file that is not safetensors at all (a pickle, say) is named as such first
-        with safe_open(str(weights), framework="pt"):
-            pass
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{weights}: not a valid safetensors file ({err}); the file is corrupt or not aekit's"
-        ) from None
-    try:
-        with torch.device("meta"):
-            meta = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
-    except Exception:  # noqa: BLE001 - the real build reports what is wrong with the config
-        return
-    need = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
-    if need > have:
-        raise CheckpointError(
-            f"{source}: describes a model with {need:,} bytes of weights, but {weights} holds {have:,} bytes; "
-            "the two files do not belong together"
-        )
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load safetensors weights, checking names, shapes and dtypes before touching the model."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing weights file")
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({err}); the file is corrupt or not aekit's") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise CheckpointError(
-            f"{path}: weights do not match the model in config.json "
-            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})"
-        )
-    for key, tensor in state.items():
-        want = expected[key]
-        if tensor.shape != want.shape or tensor.dtype != want.dtype:
-            raise CheckpointError(
-                f"{path}: tensor {key} is {tuple(tensor.shape)} {tensor.dtype}, "
-                f"the model needs {tuple(want.shape)} {want.dtype}"
-            )
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")
-    model.load_state_dict(state)
-
-
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    from ..errors import ConfigError
-
-    if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = str(name)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
-
-
-def load(run_dir: str | Path, *, device: str | torch.device | None = "cpu", weights: str | Path | None = None):
-    """Rebuild a trained model from a run folder: ``config.json`` plus ``model.safetensors``.
-
-    Returns the model in eval mode on ``device`` ("cpu", "cuda", or "auto"), with its
-    :class:`~aekit.config.RunConfig` attached as ``model.run_config``.
-    """
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    if weights is None:
-        weights = run_dir / WEIGHTS_NAME
-        newest = list_checkpoints(run_dir)
-        if not weights.is_file() and newest:
-            # Training writes each epoch's checkpoint first and then the run's own copy of its
-            # weights; a process killed between the two left the weights in the checkpoint only.
-            weights = newest[-1] / WEIGHTS_NAME
-    check_size_against_weights(cfg, Path(weights), str(run_dir / CONFIG_NAME))
-    model = build_from_config(cfg, str(run_dir / CONFIG_NAME))
-    load_weights(model, weights)
-    model.run_config = cfg
-    return model.to(resolve_device(device)).eval()
-
-
 # -- resumable checkpoints -----------------------------------------------------------------
 
 def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
@@ -210,7 +88,7 @@ def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
     being written (weights, and Adam's two moments per weight) and the run's weights plus their
     replacement.  Space the run folder already uses for these is counted as available.
     """
-    from ..errors import ConfigError
+
 
     run_dir = Path(run_dir)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -227,7 +105,7 @@ def check_free_space(run_dir: str | Path, model: torch.nn.Module) -> None:
 
 
 def _ckpt_name(epoch: int, step: int) -> str:
-    return f"ckpt-{epoch:05d}-{step:09d}"
+    return f"{CHECKPOINT_PREFIX}{epoch:05d}-{step:09d}"
 
 
 def write_checkpoint(run_dir: Path, model: torch.nn.Module, trainer_state: dict[str, Any],
@@ -288,7 +166,7 @@ def write_checkpoint(run_dir: Path, model: torch.nn.Module, trainer_state: dict[
 
 # The files of a run folder that only `aekit train` writes (report.html is not one of them:
 # `aekit report` may be rewriting it at any moment).
-TRAINER_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, "test_metrics.json", "reconstructions.png")
+TRAINER_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, TEST_METRICS_NAME, RECONSTRUCTIONS_NAME)
 
 
 def remove_stale_temp_files(run_dir: str | Path) -> list[str]:
@@ -318,13 +196,6 @@ def _is_complete(path: Path) -> bool:
     except CheckpointError:
         return False
     return (path / WEIGHTS_NAME).is_file()
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

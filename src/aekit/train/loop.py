@@ -30,20 +30,22 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from ..config import RunConfig
+from ..config import RunConfig, check_global_batch
 from ..errors import AekitError, CheckpointError, ConfigError, DataError, TrainingError
 from ..models.base import Autoencoder, Losses, StepContext
+from ..run.layout import read_metrics
+from ..run.weights import load_weights
 from ..tasks import Task
 from . import checkpoint as ckpt
 from .distributed import all_reduce_sum, any_rank, dist_info, gather_objects, rank0_then_broadcast
-from .schedule import get_lr
+from .schedule import get_lr, warmup_length
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +134,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self._stop_requested = False
 
-        if self.tcfg.batch_size % self.world:
-            raise ConfigError(
-                f"--batch-size {self.tcfg.batch_size} is the global batch and must divide evenly "
-                f"across {self.world} processes"
-            )
+        check_global_batch(self.tcfg.batch_size, self.world)
         self.local_batch = self.tcfg.batch_size // self.world
         self.memory_format = (torch.channels_last if self.tcfg.channels_last else torch.contiguous_format)
         self.model.to(device=device, memory_format=self.memory_format)
@@ -167,6 +165,10 @@ class Trainer:
             log.info("the training set is in memory: --workers %d is not needed and is ignored", self.tcfg.num_workers)
         self.batches_per_epoch = math.ceil(self._local_count() / self.local_batch)
         self.total_steps = self.batches_per_epoch * self.tcfg.epochs
+        warmup = warmup_length(self.tcfg.warmup_steps, self.total_steps)
+        if warmup < self.tcfg.warmup_steps and self.rank == 0:
+            log.info("train.warmup_steps=%d is more than a tenth of this run's %d steps; warming up over %d",
+                        self.tcfg.warmup_steps, self.total_steps, warmup)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -261,7 +263,7 @@ class Trainer:
             try:
                 _state, optim = ckpt.read_checkpoint(path)
                 ckpt.check_optimizer_states(self.optimizers, optim["optimizers"], path)
-                ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
+                load_weights(self.model, path / ckpt.WEIGHTS_NAME)
             except Exception as err:  # noqa: BLE001 - an unreadable checkpoint: fall back to the one before
                 log.warning("skipping checkpoint %s: %s", path.name, err)
                 reasons.append(str(err))
@@ -283,7 +285,7 @@ class Trainer:
             return False
         path = self.run_dir / ckpt.CHECKPOINTS_DIR / name
         state, optim = ckpt.read_checkpoint(path)
-        ckpt.load_weights(self.model, path / ckpt.WEIGHTS_NAME)
+        load_weights(self.model, path / ckpt.WEIGHTS_NAME)
         # Optimizer.load_state_dict moves the (CPU-loaded) state onto each parameter's device,
         # so a checkpoint written on a GPU resumes on a CPU and the other way round.
         for opt_name, opt in self.optimizers.items():
@@ -488,25 +490,3 @@ def _worker_error_message(err: AekitError) -> str:
     prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
     last = lines[-1]
     return last.removeprefix(prefix)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / ckpt.METRICS_NAME
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: everything before it is whole
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows.append(row)
-    return rows
-
-
-def config_record(cfg: RunConfig) -> dict:
-    return asdict(cfg)

@@ -35,13 +35,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from ..errors import AekitError, CheckpointError
+from ..run import REPORT_NAME
 from .explorer import (
     MAX_LATENT_DIM,
     MAX_POINTS,
     MAX_SAMPLES,
     MAX_STEPS,
     MAX_UPLOAD_BYTES,
-    REPORT_NAME,
     Z_LIMIT,
     RequestError,
     RunExplorer,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import math
 import threading
@@ -28,12 +27,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from ..config import RunConfig
+from ..config import to_plain
 from ..errors import AekitError, ConfigError
-from ..latent import Projection, encode_dataset, fit_projection, interpolate, prior_samples
-from ..tasks import make_task
-from ..train import checkpoint as ckpt
-from ..train.loop import read_metrics
+from ..latent import Projection, encode_dataset, fit_projection, interpolate
+from ..run import CONFIG_NAME, Run
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +49,6 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a drawing is ~10 kB, a phone photo 2-4 MB
 # 16.7 megapixels (4096 x 4096): any photo a user would try, yet refused before decoding a
 # small file that claims to be huge (a decompression bomb): checked from the header only.
 MAX_UPLOAD_PIXELS = 4096 * 4096
-TEST_METRICS_NAME = "test_metrics.json"  # written by aekit.api.train beside the run's metrics
-REPORT_NAME = "report.html"
 
 
 class RequestError(AekitError):
@@ -87,9 +82,9 @@ def find_runs(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{path}: not a folder; pass a run folder or a folder of run folders")
-    if (path / ckpt.CONFIG_NAME).is_file():
+    if (path / CONFIG_NAME).is_file():
         return [path]
-    runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / ckpt.CONFIG_NAME).is_file())
+    runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG_NAME).is_file())
     if not runs:
         raise ConfigError(f"{path}: no run folders here (a run folder holds config.json and model.safetensors); "
                           "train one with `aekit train --out PATH`")
@@ -160,11 +155,11 @@ def _floats(t: Tensor, digits: int = 5) -> list[float]:
 class Sliders:
     """What the page's sliders move along: z = mean + coords @ axes.
 
-    ``kind`` is "latent" (one slider per latent dimension: mean 0, axes the identity) or
+    ``basis`` is "latent" (one slider per latent dimension: mean 0, axes the identity) or
     "pca" (the first principal axes of the test codes, for large latents).
     """
 
-    kind: str
+    basis: str
     mean: Tensor  # (D,)
     axes: Tensor  # (K, D), orthonormal rows
     ranges: Tensor  # (K, 2): low and high slider ends
@@ -179,8 +174,9 @@ class Sliders:
         return self.mean + coords.float() @ self.axes
 
     def as_json(self) -> dict:
-        names = [f"z{i + 1}" if self.kind == "latent" else f"PC{i + 1}" for i in range(self.axes.shape[0])]
-        return {"kind": self.kind, "names": names, "ranges": [_floats(r) for r in self.ranges],
+        prefix = "z" if self.basis == "latent" else "PC"
+        names = [f"{prefix}{i + 1}" for i in range(self.axes.shape[0])]
+        return {"basis": self.basis, "names": names, "ranges": [_floats(r) for r in self.ranges],
                 "start": _floats(self.start)}
 
 
@@ -236,19 +232,20 @@ class RunExplorer:
 
     def __init__(self, run_dir: str | Path, *, run_id: str, name: str, device: str = "cpu",
                  max_points: int = MAX_POINTS):
-        self.run_dir = Path(run_dir)
+        self.run = Run.open(run_dir, device=device)  # fails early on a broken folder
+        self.run_dir = self.run.path
         self.id = run_id
         self.name = name
         self.device = device
         self.max_points = max_points
-        self.config: RunConfig = ckpt.read_run_config(self.run_dir)  # fails early on a broken folder
+        self.config = self.run.config
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
 
     # -- what needs no model --------------------------------------------------------------
     @property
     def has_report(self) -> bool:
-        return (self.run_dir / REPORT_NAME).is_file()
+        return self.run.has_report
 
     def summary(self) -> dict:
         cfg = self.config
@@ -257,17 +254,13 @@ class RunExplorer:
 
     def info(self) -> dict:
         """Config, flags and metrics: GET /api/run."""
-        from dataclasses import asdict
-
         model = self.load().model
         cfg = self.config
-        test_metrics = None
-        path = self.run_dir / TEST_METRICS_NAME
-        if path.is_file():
-            try:
-                test_metrics = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                log.warning("%s: unreadable (%s); the page shows no test metrics", path, err)
+        try:
+            test_metrics = self.run.test_metrics()
+        except (AekitError, OSError) as err:
+            log.warning("%s; the page shows no test metrics", err)
+            test_metrics = None
         return _finite_json({
             **self.summary(),
             "latent_dim": model.latent_dim,  # from the model: U-Nets compute it, their configs hold none
@@ -276,7 +269,7 @@ class RunExplorer:
             "in_shape": list(model.in_shape), "out_shape": list(model.out_shape),
             "num_classes": model.num_classes, "classes": list(cfg.classes),
             "task_description": self.load().task.describe(),
-            "config": asdict(cfg), "metrics": read_metrics(self.run_dir), "test_metrics": test_metrics,
+            "config": to_plain(cfg), "metrics": self.run.history(), "test_metrics": test_metrics,
             "has_report": self.has_report,
         })
 
@@ -290,12 +283,13 @@ class RunExplorer:
 
     def _load(self) -> _Loaded:
         cfg = self.config
-        model = ckpt.load(self.run_dir, device=self.device)
-        task = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
+        model, task = self.run.model, self.run.task
         images = labels = inputs = None
         data_error = None
         try:
-            images, labels = self._test_split()
+            # download=False: a page must never start a download; a run trained here has its data cached.
+            test = self.run.splits(download=False).test
+            images, labels = test.images, test.labels
         except (AekitError, OSError) as err:
             data_error = f"the test set of {cfg.data.dataset} is not available here ({err}); the map is empty"
             log.warning("%s: %s", self.run_dir, data_error)
@@ -328,18 +322,6 @@ class RunExplorer:
         log.info("%s: %s, %d of %d test points on the map", self.run_dir, text, shown.numel(),
                  0 if images is None else images.shape[0])
         return _Loaded(model, task, images, labels, inputs, shown, points, projection, text, sliders, data_error)
-
-    def _test_split(self) -> tuple[Tensor, Tensor | None]:
-        from ..data import load_dataset
-
-        cfg = self.config
-        # download=False: a page must never start a download; a run trained here has its data cached.
-        splits = load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                              channels=cfg.data.channels, seed=cfg.train.seed, download=False)
-        test = splits.test
-        if tuple(test.images.shape[1:]) != tuple(cfg.out_shape):
-            raise ConfigError(f"its images are {tuple(test.images.shape[1:])}, the run expects {tuple(cfg.out_shape)}")
-        return test.images, test.labels
 
     # -- helpers --------------------------------------------------------------------------
     def _labels(self, label: int | None, n: int) -> Tensor | None:
@@ -476,22 +458,10 @@ class RunExplorer:
         y = None
         if model.conditional:
             y = (torch.arange(n) % model.num_classes if label is None else torch.full((n,), label)).to(self._device)
-        from ..models.base import Autoencoder
-
-        if type(model).sample is Autoencoder.sample:
-            # The base prior is N(0, I): draw z here so the page can put the sample on the map and
-            # its sliders exactly where the image came from.
-            z = prior_samples(n, model.latent_dim, generator=gen)
-            images = self._decode(z, y)
-        else:
-            # A family with its own prior (a mixture, say): let it draw, and place each image
-            # on the map where the encoder puts it.
-            with torch.inference_mode():
-                images = model.sample(n, label=label, generator=gen).float().cpu()
-                x = images if tuple(model.in_shape) == tuple(images.shape[1:]) else None
-                if x is None:
-                    raise ConflictError("this model's samples cannot be placed on the map")
-                z = model.encode(x.to(self._device), y).mode().float().cpu()
+        # The codes are drawn here, not inside model.sample, so that the page can put each
+        # sample on the map and its sliders exactly where the image came from.
+        z = model.prior_sample(n, generator=gen)  # (n, D)
+        images = self._decode(z, y)
         return {"images": [png_data_uri(im) for im in images], **self._where(z),
                 "labels": None if y is None else y.tolist()}
 
@@ -514,7 +484,7 @@ class RunExplorer:
         c_in, h_in, w_in = model.in_shape
         c_out, h_out, w_out = model.out_shape
         with torch.inference_mode():
-            if task.kind == "reconstruct":
+            if task.target_is_input:
                 x = read_upload(data, channels=c_in, size=(h_in, w_in))[None]
                 recon = model.reconstruct(x.to(self._device), y).float().cpu()
                 extra = {}
@@ -528,4 +498,4 @@ class RunExplorer:
                 extra = {"clean": png_data_uri(clean[0]), "output": png_data_uri(out[0])}
             z = model.encode(x.to(self._device), y).mode()[0].float().cpu()
         return {"input": png_data_uri(x[0]), "reconstruction": png_data_uri(recon[0]), **extra,
-                "task": task.kind, **self._where_one(z), "z": _floats(z)}
+                "task": task.name, **self._where_one(z), "z": _floats(z)}

@@ -284,7 +284,7 @@ function buildSliders() {
   const s = state.map.sliders;
   const box = $("sliders");
   box.replaceChildren();
-  $("slider-note").textContent = s.kind === "pca"
+  $("slider-note").textContent = s.basis === "pca"
     ? `Sliders move along the first ${s.names.length} principal axes of the test codes; other directions stay at their mean.`
     : "One slider per latent dimension.";
   s.names.forEach((name, i) => {

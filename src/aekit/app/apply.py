@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import load_image, save_image
-from .errors import ConfigError
-from .train import checkpoint as ckpt
+from ..data import load_image, save_image
+from ..errors import ConfigError
+from ..run import Run
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,6 @@ SHEET_MIN_HEIGHT = 112  # tiny images are enlarged (pixel repetition) to at leas
 SHEET_MAX_WIDTH = 1600  # wider sheet rows are shrunk to this width
 SHEET_GAP = 4  # white pixels between images on the sheet
 
-# What each command needs, and the training command that makes such a run.
-_NEEDS = {
-    "denoise": ("denoise", "aekit train --task denoise --noise gaussian:0.5"),
-    "upscale": ("super-resolution", "aekit train --task super-resolution --scale 2"),
-}
-
-
 @dataclass
 class ApplyResult:
     outputs: list[Path]  # one per input, same file name, in the output folder
@@ -48,16 +41,15 @@ class ApplyResult:
 
 
 def load_run_for(command: str, run_dir: str | Path, *, device: str = "cpu"):
-    """Load the run in ``run_dir`` if it was trained for ``command`` ("denoise" or "upscale")."""
-    task, fix = _NEEDS[command]
-    model = ckpt.load(run_dir, device=device)
-    data = model.run_config.data
-    if data.task != task:
-        trained = {"denoise": f"denoise ({data.noise or 'gaussian:0.5'})",
-                   "super-resolution": f"super-resolution x{data.scale}"}.get(data.task, data.task)
-        raise ConfigError(f"{run_dir} is a {trained} run (model {model.run_config.model}); `aekit {command}` "
-                          f"needs a {task} run: train one with `{fix}` and pass its folder")
-    return model
+    """The model of the run in ``run_dir`` if it was trained for ``command`` ("denoise" or "upscale")."""
+    from ..tasks import task_for_command
+
+    needed = task_for_command(command)
+    run = Run.open(run_dir, device=device)
+    if not isinstance(run.task, needed):
+        raise ConfigError(f"{run_dir} is a {run.task.describe()} run (model {run.config.model}); `aekit {command}` "
+                          f"needs a {needed.name} run: train one with `{needed.train_hint}` and pass its folder")
+    return run.model
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:

@@ -19,9 +19,9 @@ _RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path))
 def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
     """The PNG to write (default inside the run folder), checked before any work is done."""
     from ..errors import ConfigError
-    from ..train.checkpoint import read_run_config
+    from ..run import read_config
 
-    read_run_config(run_dir)  # a missing or broken run folder is the first thing to report
+    read_config(run_dir)  # a missing or broken run folder is the first thing to report
     path = out or run_dir / default_name
     if path.suffix.lower() != ".png":
         raise ConfigError(f"-o {path}: figures are written as PNG; end the name in .png")
@@ -44,16 +44,16 @@ def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
 @_DEVICE
 def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device):
     """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes."""
-    from .. import explore
+    from ..app import inspect
     from ..viz.figures import save_figure
 
     path = _png_path(run_dir, out, "samples.png")
-    fig = explore.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
+    fig = inspect.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
                                 data_dir=data_dir, device=device)
     click.echo(f"wrote {save_figure(fig, path)}")
 
 
-# Kept here as text (not read from aekit.explore) so that `aekit --help` needs no torch import;
+# Kept here as text (not read from aekit.app.inspect) so that `aekit --help` needs no torch import;
 # tests/test_explore.py checks that every kind is listed.
 _KINDS_HELP = """\b
 KIND:
@@ -88,17 +88,17 @@ KIND:
 @_DEVICE
 def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, data_dir, device):
     """Draw one figure of a trained run (see KIND below)."""
-    from .. import explore
+    from ..app import inspect
     from ..viz.figures import save_figure
 
-    if kind not in explore.PLOT_KINDS:  # before any loading, so the message comes at once
+    if kind not in inspect.PLOT_KINDS:  # before any loading, so the message comes at once
         from ..errors import ConfigError
 
-        raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(explore.PLOT_KINDS)}")
+        raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(inspect.PLOT_KINDS)}")
     path = _png_path(run_dir, out, f"plot-{kind}.png")
-    options = explore.PlotOptions(n=n, seed=seed, method=method, between=tuple(between) if between else None,
+    options = inspect.PlotOptions(n=n, seed=seed, method=method, between=tuple(between) if between else None,
                                   against=against, label=label)
-    fig = explore.plot(run_dir, kind, dataset=dataset, data_dir=data_dir, device=device, options=options)
+    fig = inspect.plot(run_dir, kind, dataset=dataset, data_dir=data_dir, device=device, options=options)
     click.echo(f"wrote {save_figure(fig, path)}")
 
 
@@ -112,9 +112,9 @@ def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, 
 @_DEVICE
 def embed(run_dir, out, split, dataset, data_dir, device):
     """Write the latent means (posterior modes) of a split, with their labels."""
-    from .. import explore
+    from ..app import inspect
 
-    path, (n, d) = explore.embed(run_dir, out, dataset=dataset, data_dir=data_dir, split=split, device=device)
+    path, (n, d) = inspect.embed(run_dir, out, dataset=dataset, data_dir=data_dir, split=split, device=device)
     click.echo(f"wrote {n} codes of {d} dimensions to {path}")
 
 
@@ -131,9 +131,9 @@ def compare_pca(run_dir, k, as_json, dataset, data_dir, device):
     PCA is fitted on the training split; both are scored on the test split: squared error per
     image (summed over pixels), PSNR, and k-NN accuracy of test codes against training codes.
     """
-    from .. import explore
+    from ..app import inspect
 
-    result = explore.compare_pca(run_dir, dataset=dataset, data_dir=data_dir, k=k, device=device)
+    result = inspect.compare_pca(run_dir, dataset=dataset, data_dir=data_dir, k=k, device=device)
     summary = result.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -159,14 +159,14 @@ def compare_pca(run_dir, k, as_json, dataset, data_dir, device):
 @_DEVICE
 def report(run_dir, data_dir, device):
     """(Re)write RUN_DIR/report.html: one self-contained page with the run's figures and numbers."""
-    from .. import explore
+    from ..app.report import write_report
     from ..errors import AekitError
-    from ..viz.report import write_report
+    from ..run import Run
 
-    model = explore.load_run(run_dir, device=device)
+    run = Run.open(run_dir, device=device)
     try:
-        splits = explore.load_splits(model, data_dir=data_dir)
+        splits = run.splits(data_dir=data_dir)
     except AekitError as err:  # the page is still useful without images; it says why they are missing
         click.echo(f"warning: {err}", err=True)
         splits = None
-    click.echo(f"wrote {write_report(run_dir, model=model, splits=splits)}")
+    click.echo(f"wrote {write_report(run, splits=splits, data_dir=data_dir)}")

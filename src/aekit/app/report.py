@@ -2,7 +2,7 @@
 
 Everything is inlined (CSS in a <style> element, figures as base64 PNG data URIs), so the page
 opens offline, can be mailed as one file, and fetches nothing from anywhere.  ``aekit train``
-writes it at the end of every run (through :func:`aekit.api.train`) and ``aekit report``
+writes it at the end of every run (through :func:`aekit.app.training.train`) and ``aekit report``
 rewrites it, so it has to be quick: no t-SNE, small subsets, one mosaic per image grid.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -23,16 +22,13 @@ from ..errors import AekitError
 from ..fileio import atomic_write_text
 from ..latent import encode_dataset
 from ..latent import views as lv
-from ..tasks import make_task
-from ..train import checkpoint as ckpt
-from ..train.loop import read_metrics
-from . import plots
-from .figures import figure_png
+from ..run import REPORT_NAME, Run
+from ..viz import plots
+from ..viz.figures import figure_png
+from . import inspect
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = "report.html"
-TEST_METRICS_NAME = "test_metrics.json"  # written by aekit.api.train
 
 # Subset sizes that keep the whole page to a few seconds on two CPU cores.
 SCATTER_POINTS = 2000
@@ -129,12 +125,12 @@ def _grid_table(rows: dict[str, dict]) -> str:
 # -- the sections ------------------------------------------------------------------------------
 
 class _Context:
-    """What the sections share: the run's config, model, data and task."""
+    """What the sections share: the run (its config, model and task) and its data."""
 
-    def __init__(self, run_dir: Path, cfg, model, splits):
-        self.run_dir, self.cfg, self.model, self.splits = run_dir, cfg, model, splits
-        self.task = make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
-        self.seed = cfg.train.seed
+    def __init__(self, run: Run, splits):
+        self.run, self.splits = run, splits
+        self.cfg, self.model, self.task = run.config, run.model, run.task
+        self.seed = self.cfg.train.seed
         self._vector: bool | None = None
 
     @property
@@ -162,13 +158,9 @@ def _section_config(ctx: _Context) -> str:
 
 
 def _section_metrics(ctx: _Context) -> str | None:
-    path = ctx.run_dir / TEST_METRICS_NAME
-    if not path.is_file():
+    metrics = ctx.run.test_metrics()
+    if metrics is None:
         return None
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AekitError(f"{path}: not valid JSON ({err})") from None
     from ..eval.evaluate import METRIC_LABELS
 
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
@@ -190,22 +182,18 @@ def _section_metrics(ctx: _Context) -> str | None:
 
 
 def _section_curves(ctx: _Context) -> str | None:
-    history = read_metrics(ctx.run_dir)
-    if not history:
+    if not ctx.run.history():
         return None
-    epochs, parts = plots.loss_series(history)
-    fig = plots.curves_figure(epochs, parts, title="losses per image by epoch")
+    fig = inspect.curves_figure(ctx.run, title="losses per image by epoch")
     return _img(fig, "Training (solid, averaged over each epoch) and validation (dashed, at the end of each epoch) "
                      "losses by part, in nats per image for BCE.", "loss curves")
 
 
 def _section_reconstructions(ctx: _Context) -> str:
-    test = ctx.splits.test
-    n = min(RECONSTRUCTIONS, len(test))
-    rows = lv.before_after(ctx.model, ctx.task, test.images[:n], None if test.labels is None else test.labels[:n],
-                           generator=ctx.generator())
-    fig = plots.reconstructions_figure(rows, title=ctx.task.describe())
-    if ctx.task.kind == "reconstruct":
+    n = min(RECONSTRUCTIONS, len(ctx.splits.test))
+    fig = inspect.reconstructions_figure(ctx.model, ctx.task, ctx.splits.test, n=n, seed=ctx.seed,
+                                         title=ctx.task.describe())
+    if ctx.task.target_is_input:
         caption = f"The first {n} test images above their reconstructions (decoded from the posterior mode)."
     else:
         caption = (f"The first {n} test images, what the model was given ({ctx.task.describe()}; small inputs "
@@ -215,7 +203,7 @@ def _section_reconstructions(ctx: _Context) -> str:
 
 def _section_samples(ctx: _Context) -> str | None:
     model = ctx.model
-    if not model.generative and (ctx.task.kind != "reconstruct" or not ctx.vector_latent()):
+    if not model.generative and (not ctx.task.target_is_input or not ctx.vector_latent()):
         return None
     codes = None
     if not model.generative:
@@ -247,22 +235,11 @@ def _section_scatter(ctx: _Context) -> str | None:
 
 
 def _section_manifold(ctx: _Context) -> str | None:
-    model = ctx.model
     if not ctx.vector_latent():
         return None
-    codes = None
-    if not (model.variational and model.latent_dim == 2):
-        test = ctx.splits.test
-        n = min(SCATTER_POINTS, len(test))
-        labels = None if test.labels is None else test.labels[:n]
-        codes = encode_dataset(model, test.images[:n], labels if model.conditional else None)
-    grid = lv.manifold_latents(MANIFOLD_SIDE, latent_dim=model.latent_dim, variational=model.variational, codes=codes)
-    y = torch.zeros(grid.latents.shape[0], dtype=torch.long) if model.conditional else None
-    decoded = lv.decode_latents(model, grid.latents, y)
-    fig = plots.manifold_figure(decoded, grid.xs, grid.ys, title=grid.description, xlabel=grid.xlabel,
-                                ylabel=grid.ylabel)
-    extra = " All decoded under label 0." if model.conditional else ""
-    return _img(fig, f"Decodes of a {MANIFOLD_SIDE}x{MANIFOLD_SIDE} grid of latent points: {grid.description}.{extra}",
+    fig, description = inspect.manifold_figure(ctx.model, ctx.splits.test, side=MANIFOLD_SIDE, n_codes=SCATTER_POINTS)
+    extra = " All decoded under label 0." if ctx.model.conditional else ""
+    return _img(fig, f"Decodes of a {MANIFOLD_SIDE}x{MANIFOLD_SIDE} grid of latent points: {description}.{extra}",
                 "latent manifold")
 
 
@@ -278,30 +255,22 @@ _SECTIONS: list[tuple[str, str, Callable[[_Context], str | None], bool]] = [
 ]
 
 
-def _load_splits(cfg):
-    from ..data import load_dataset
-
-    return load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                        channels=cfg.data.channels, seed=cfg.train.seed)
-
-
-def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
+def render_report(run: Run | str | Path, *, splits=None, data_dir: str | None = None) -> str:
     """The report page as a string (see :func:`write_report`)."""
-    run_dir = Path(run_dir)
-    cfg = ckpt.read_run_config(run_dir)
-    if model is None:
-        model = ckpt.load(run_dir, device="auto")
+    if not isinstance(run, Run):
+        run = Run.open(run, device="auto")
+    cfg, model = run.config, run.model
     data_note = None
     if splits is None:
         try:
-            splits = _load_splits(cfg)
+            splits = run.splits(data_dir=data_dir)
         except AekitError as err:  # the page is still worth having without the images
             data_note = f"The data could not be loaded, so figures of images are left out: {err}"
-            log.warning("report for %s: %s", run_dir, data_note)
+            log.warning("report for %s: %s", run.path, data_note)
     was_training = model.training
-    ctx = _Context(run_dir, cfg, model, splits)
+    ctx = _Context(run, splits)
     # Denoising and super-resolution runs show their input too: the section says so.
-    titles = {"reconstructions": "Before and after"} if ctx.task.kind != "reconstruct" else {}
+    titles = {} if ctx.task.target_is_input else {"reconstructions": "Before and after"}
     parts, links = [], []
     try:
         for sid, heading, build, needs_data in _SECTIONS:
@@ -313,7 +282,7 @@ def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
                 # The report is written after training has finished and saved its weights; one
                 # figure that cannot be drawn must not turn a finished run into a failed one.
                 # The error is logged and shown in its section rather than hidden.
-                log.warning("report for %s: section %r failed: %s", run_dir, sid, err, exc_info=True)
+                log.warning("report for %s: section %r failed: %s", run.path, sid, err, exc_info=True)
                 body = f'<p class="section-error">This section could not be drawn: {_e(type(err).__name__)}: {_e(err)}</p>'
             if body is None:
                 continue
@@ -322,7 +291,7 @@ def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
             parts.append(f'<section id="{sid}"><h2>{_e(heading)}</h2>{body}</section>')
     finally:
         model.train(was_training)
-    epochs = len(read_metrics(run_dir))
+    epochs = len(run.history())
     params = sum(p.numel() for p in model.parameters())
     subtitle = (f"{_e(cfg.model)} &middot; {_e(cfg.data.dataset)} &middot; {_e(ctx.task.describe())} &middot; "
                 f"latent {model.latent_dim}-D &middot; {params:,} parameters &middot; "
@@ -332,8 +301,8 @@ def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>aekit report: {_e(run_dir.name)}</title><style>{CSS}</style></head>\n<body><main>"
-        f"<header><h1>{_e(run_dir.name)}</h1><p>{subtitle}</p></header>"
+        f"<title>aekit report: {_e(run.name)}</title><style>{CSS}</style></head>\n<body><main>"
+        f"<header><h1>{_e(run.name)}</h1><p>{subtitle}</p></header>"
         f"<nav>{''.join(links)}</nav>{note}{''.join(parts)}"
         f"<footer>Written by aekit {_e(cfg.aekit_version or '')} on {stamp}. "
         "Self-contained: every image is inlined, nothing is fetched.</footer>"
@@ -341,13 +310,17 @@ def render_report(run_dir: str | Path, *, model=None, splits=None) -> str:
     )
 
 
-def write_report(run_dir: str | Path, *, model=None, splits=None) -> Path:
+def write_report(run: Run | str | Path, *, splits=None, data_dir: str | None = None) -> Path:
     """Write ``RUN_DIR/report.html`` atomically and return its path.
 
-    ``model`` (the trained model) and ``splits`` (its DatasetSplits) save loading them again
-    when the caller has them, as ``aekit train`` does; otherwise both are loaded from the run.
+    ``run`` is a :class:`Run` or its folder; ``splits`` (its DatasetSplits) saves loading the
+    data again when the caller has it, as ``aekit train`` does; else it is loaded from
+    ``data_dir`` (default: the run's own) and, where it cannot be, the page says why and leaves
+    the figures of images out.
     """
-    path = Path(run_dir) / REPORT_NAME
-    atomic_write_text(path, render_report(run_dir, model=model, splits=splits))
+    if not isinstance(run, Run):
+        run = Run.open(run, device="auto")
+    path = run.file(REPORT_NAME)
+    atomic_write_text(path, render_report(run, splits=splits, data_dir=data_dir))
     log.info("wrote %s", path)
     return path

@@ -20,14 +20,13 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .config import RunConfig
-from .errors import ConfigError, DataError
-from .fileio import atomic_write_bytes, atomic_write_text
-from .latent import encode_dataset
-from .latent import views as lv
-from .tasks import Task, make_task
-from .train import checkpoint as ckpt
-from .viz import plots
+from ..errors import ConfigError, DataError
+from ..fileio import atomic_write_bytes, atomic_write_text
+from ..latent import encode_dataset
+from ..latent import views as lv
+from ..run import METRICS_NAME, Run
+from ..tasks import make_task
+from ..viz import plots
 
 log = logging.getLogger(__name__)
 
@@ -63,42 +62,8 @@ class PlotOptions:
 
 # -- a run and its data ---------------------------------------------------------------------------
 
-def load_run(run_dir: str | Path, *, device: str = "auto"):
-    """The trained model in eval mode, with ``model.run_config`` and ``model.run_dir`` set."""
-    model = ckpt.load(run_dir, device=device)
-    model.run_dir = Path(run_dir)
-    return model
-
-
-def run_task(model) -> Task:
-    cfg: RunConfig = model.run_config
-    return make_task(cfg.data.task, cfg.data.noise, cfg.data.scale)
-
-
-def load_splits(model, *, dataset: str | None = None, data_dir: str | None = None):
-    """The run's own dataset (or ``dataset``), loaded at the shape the run was trained on.
-
-    Another dataset is resized to the run's image size and converted to its channels, as
-    ``aekit evaluate --dataset`` does.  ``data_dir`` defaults to the run's own.
-    """
-    from .data import load_dataset
-
-    cfg: RunConfig = model.run_config
-    name = dataset or cfg.data.dataset
-    same = name == cfg.data.dataset
-    c, h, _ = cfg.out_shape
-    splits = load_dataset(name, data_dir=data_dir or cfg.data.data_dir,
-                          image_size=cfg.data.image_size if same else h,
-                          channels=cfg.data.channels if same else c, seed=cfg.train.seed)
-    if tuple(splits.in_shape) != tuple(cfg.out_shape):
-        raise ConfigError(f"{name} images are {splits.in_shape}, the run was trained on {tuple(cfg.out_shape)}; "
-                          "choose a dataset of that shape")
-    return splits
-
-
-def _run_name(model) -> str:
-    run_dir = getattr(model, "run_dir", None)
-    return f"{model.registry_name} ({Path(run_dir).name})" if run_dir else model.registry_name
+def _title(run: Run) -> str:
+    return f"{run.config.model} ({run.name})"
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -139,32 +104,33 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
     _check_n(n, "sample", 1, MAX_SAMPLES)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"--temperature must be a positive number, got {temperature}")
-    model = load_run(run_dir, device=device)
+    run = Run.open(run_dir, device=device)
+    model = run.model
     lv.check_label(model, label)
     codes = None
     if not model.generative:
-        train = load_splits(model, dataset=dataset, data_dir=data_dir).train
+        train = run.splits(dataset, data_dir).train
         images, labels = lv.first_images(train, MAX_CODES_FOR_SAMPLING)
         _require_vector_latent(model, images, labels, "sample")
         codes = encode_dataset(model, images, labels if model.conditional else None)
     panels = lv.sample_panels(model, n, codes=codes, label=label, temperature=temperature,
                               generator=_generator(seed))
     cols = model.num_classes if model.conditional and label is None and n >= model.num_classes else None
-    return plots.panels_figure(panels, title=f"samples from {_run_name(model)}", cols=cols)
+    return plots.panels_figure(panels, title=f"samples from {_title(run)}", cols=cols)
 
 
 # -- plot -----------------------------------------------------------------------------------------
 
-def _check_kind_options(kind: str, opts: PlotOptions, model) -> None:
-    """Refuse options the kind would ignore, so nobody reads a plot that ignored them."""
+def _check_kind_options(figure: str, opts: PlotOptions, model) -> None:
+    """Refuse options the kind of figure would ignore, so nobody reads a plot that ignored them."""
     uses = {"method": ("scatter",), "between": ("interpolate",), "against": ("ood",), "label": ("manifold",)}
-    for option, kinds in uses.items():
-        if getattr(opts, option) is not None and kind not in kinds:
+    for option, figures in uses.items():
+        if getattr(opts, option) is not None and figure not in figures:
             flag = "--" + option
-            raise ConfigError(f"{flag} applies to `aekit plot {' / '.join(kinds)}`, not to `{kind}`; drop {flag}")
-    if kind == "labels" and not model.conditional:
+            raise ConfigError(f"{flag} applies to `aekit plot {' / '.join(figures)}`, not to `{figure}`; drop {flag}")
+    if figure == "labels" and not model.conditional:
         raise ConfigError(f"`labels` plots need a conditional model (cvae); {model.registry_name} is not conditional")
-    if kind == "ood" and not opts.against:
+    if figure == "ood" and not opts.against:
         raise ConfigError("`ood` needs the other dataset: pass --against NAME (for MNIST runs, fashion-mnist)")
     lv.check_label(model, opts.label)
 
@@ -175,31 +141,32 @@ def plot(run_dir: str | Path, kind: str, *, dataset: str | None = None, data_dir
     if kind not in PLOT_KINDS:
         raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(PLOT_KINDS)}")
     opts = options or PlotOptions()
-    model = load_run(run_dir, device=device)
-    _check_kind_options(kind, opts, model)
-    if kind == "curves":
-        return _plot_curves(model)
-    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
-    return _PLOTTERS[kind](model, splits, opts, data_dir)
+    run = Run.open(run_dir, device=device)
+    _check_kind_options(kind, opts, run.model)
+    if kind in _FROM_HISTORY:
+        return _FROM_HISTORY[kind](run)
+    return _PLOTTERS[kind](run, run.splits(dataset, data_dir), opts, data_dir)
 
 
-def _plot_curves(model) -> Figure:
-    from .train.loop import read_metrics
-
-    history = read_metrics(model.run_dir)
+def curves_figure(run: Run, *, title: str | None = None) -> Figure:
+    history = run.history()
     if not history:
-        raise DataError(f"{model.run_dir}: no epochs in {ckpt.METRICS_NAME}; train the run for an epoch first")
+        raise DataError(f"{run.path}: no epochs in {METRICS_NAME}; train the run for an epoch first")
     epochs, parts = plots.loss_series(history)
-    return plots.curves_figure(epochs, parts, title=f"losses of {_run_name(model)} (per image)")
+    return plots.curves_figure(epochs, parts, title=title or f"losses of {_title(run)} (per image)")
 
 
-def _plot_reconstructions(model, splits, opts, data_dir) -> Figure:
+def _plot_reconstructions(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
     _check_n(opts.n, "reconstructions")
-    n = opts.n or 10
-    test = splits.test
-    rows = lv.before_after(model, run_task(model), test.images[:n], _labels(test, n), generator=_generator(opts.seed))
-    return plots.reconstructions_figure(rows, title=f"{_run_name(model)}: {run_task(model).describe()} "
-                                                    f"on {splits.name} test images")
+    return reconstructions_figure(run.model, run.task, splits.test, n=opts.n or 10, seed=opts.seed,
+                                  title=f"{_title(run)}: {run.task.describe()} on {splits.name} test images")
+
+
+def reconstructions_figure(model, task, test, *, n: int, seed: int, title: str) -> Figure:
+    """The first ``n`` test images above the model's outputs (and its input, where the task corrupts it)."""
+    n = min(n, len(test))
+    rows = lv.before_after(model, task, test.images[:n], _labels(test, n), generator=_generator(seed))
+    return plots.reconstructions_figure(rows, title=title)
 
 
 def _labels(data, n: int | None = None) -> Tensor | None:
@@ -208,7 +175,8 @@ def _labels(data, n: int | None = None) -> Tensor | None:
     return data.labels if n is None else data.labels[:n]
 
 
-def _plot_scatter(model, splits, opts, data_dir) -> Figure:
+def _plot_scatter(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
+    model = run.model
     _check_n(opts.n, "scatter", 10)
     method = opts.method or "pca"
     n = opts.n or (1000 if method == "tsne" else 5000)
@@ -218,33 +186,46 @@ def _plot_scatter(model, splits, opts, data_dir) -> Figure:
     codes = encode_dataset(model, images, labels if model.conditional else None)
     view = lv.project_codes(codes, method, seed=opts.seed)
     return plots.scatter_figure(view.points, labels, splits.classes,
-                                title=f"{_run_name(model)}: {codes.shape[0]} {splits.name} test codes (means); "
+                                title=f"{_title(run)}: {codes.shape[0]} {splits.name} test codes (means); "
                                       f"{view.description}",
                                 xlabel=view.xlabel, ylabel=view.ylabel)
 
 
-def _plot_manifold(model, splits, opts, data_dir) -> Figure:
+def _plot_manifold(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
     _check_n(opts.n, "manifold", 2, MAX_MANIFOLD_SIDE)
-    side = opts.n or 10
     test = splits.test
-    images, labels = test.images[:5000], _labels(test, 5000)
-    _require_vector_latent(model, images, labels, "manifold")
+    _require_vector_latent(run.model, test.images[:5000], _labels(test, 5000), "manifold")
+    fig, _ = manifold_figure(run.model, test, side=opts.n or 10, label=opts.label, title_prefix=f"{_title(run)}: ")
+    return fig
+
+
+def manifold_figure(model, test, *, side: int, label: int | None = None, n_codes: int = 5000,
+                    title_prefix: str = "") -> tuple[Figure, str]:
+    """Decodes of a ``side`` x ``side`` grid over the latent space, and the grid's description.
+
+    A 2-D VAE's grid is laid over the prior's quantiles (the lesson's digit manifold); other
+    latents get a grid over the plane of the first two principal axes of ``n_codes`` test codes.
+    A conditional model decodes every point under ``label`` (default 0).
+    """
     codes = None
     if not (model.variational and model.latent_dim == 2):
+        images, labels = test.images[:n_codes], _labels(test, n_codes)
         codes = encode_dataset(model, images, labels if model.conditional else None)
     grid = lv.manifold_latents(side, latent_dim=model.latent_dim, variational=model.variational, codes=codes)
     y = None
     extra = ""
     if model.conditional:
-        label = 0 if opts.label is None else opts.label
+        label = 0 if label is None else label
         y = torch.full((grid.latents.shape[0],), label)
         extra = f", label {label}"
     decoded = lv.decode_latents(model, grid.latents, y)
-    return plots.manifold_figure(decoded, grid.xs, grid.ys, title=f"{_run_name(model)}: {grid.description}{extra}",
-                                 xlabel=grid.xlabel, ylabel=grid.ylabel)
+    fig = plots.manifold_figure(decoded, grid.xs, grid.ys, title=f"{title_prefix}{grid.description}{extra}",
+                                xlabel=grid.xlabel, ylabel=grid.ylabel)
+    return fig, grid.description
 
 
-def _plot_interpolate(model, splits, opts, data_dir) -> Figure:
+def _plot_interpolate(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
+    model = run.model
     _check_n(opts.n, "interpolate", 2, MAX_STEPS)
     steps = opts.n or 10
     test = splits.test
@@ -252,11 +233,12 @@ def _plot_interpolate(model, splits, opts, data_dir) -> Figure:
     _require_vector_latent(model, test.images, labels, "interpolate")
     i, j = opts.between if opts.between is not None else lv.pick_pair(labels, len(test))
     rows = lv.interpolation_rows(model, test.images, labels, i, j, steps)
-    return plots.interpolation_figure(rows, title=f"{_run_name(model)}: decodes between the codes of "
+    return plots.interpolation_figure(rows, title=f"{_title(run)}: decodes between the codes of "
                                                   f"{splits.name} test images {i} and {j}")
 
 
-def _plot_latent_noise(model, splits, opts, data_dir) -> Figure:
+def _plot_latent_noise(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
+    model = run.model
     _check_n(opts.n, "latent-noise")
     n = opts.n or 8
     test = splits.test
@@ -267,16 +249,17 @@ def _plot_latent_noise(model, splits, opts, data_dir) -> Figure:
     rows = lv.latent_noise_rows(model, test.images[:n], _labels(test, n), scale=scale,
                                 generator=_generator(opts.seed))
     return plots.latent_noise_figure(rows, lv.LATENT_NOISE_LEVELS, scale,
-                                     title=f"{_run_name(model)}: Gaussian noise added to the codes, decoded")
+                                     title=f"{_title(run)}: Gaussian noise added to the codes, decoded")
 
 
-def _plot_ood(model, splits, opts, data_dir) -> Figure:
-    from .eval.baselines import roc_auc
+def _plot_ood(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
+    model = run.model
+    from ..eval.baselines import roc_auc
 
     _check_n(opts.n, "ood", 2)
-    other = load_splits(model, dataset=opts.against, data_dir=data_dir)
+    other = run.splits(opts.against, data_dir)
     n = opts.n
-    task = run_task(model)
+    task = run.task
     inside = splits.test.images[:n] if n else splits.test.images
     outside = other.test.images[:n] if n else other.test.images
     # The same noise seed for both sets, so a denoising run sees equally noisy inputs.
@@ -285,10 +268,11 @@ def _plot_ood(model, splits, opts, data_dir) -> Figure:
     auc = roc_auc(err_in, err_out)
     log.info("OOD ROC-AUC of %s against %s: %.4f", splits.name, other.name, auc)
     return plots.ood_figure(err_in, err_out, name_in=splits.name, name_out=other.name, auc=auc,
-                            title=f"{_run_name(model)}: reconstruction error, {splits.name} vs {other.name} (test)")
+                            title=f"{_title(run)}: reconstruction error, {splits.name} vs {other.name} (test)")
 
 
-def _plot_labels(model, splits, opts, data_dir) -> Figure:
+def _plot_labels(run: Run, splits, opts: PlotOptions, data_dir) -> Figure:
+    model = run.model
     _check_n(opts.n, "labels")
     n = opts.n or 6
     test = splits.test
@@ -296,9 +280,10 @@ def _plot_labels(model, splits, opts, data_dir) -> Figure:
         raise ConfigError(f"{splits.name} has no labels; `labels` plots need a labelled dataset")
     sweep = lv.label_sweep(model, test.images[:n], test.labels[:n])
     return plots.label_sweep_figure(test.images[:n], sweep, splits.classes,
-                                    title=f"{_run_name(model)}: each test image's code decoded under every label")
+                                    title=f"{_title(run)}: each test image's code decoded under every label")
 
 
+_FROM_HISTORY = {"curves": curves_figure}  # figures drawn from metrics.jsonl alone: no data is loaded
 _PLOTTERS = {
     "reconstructions": _plot_reconstructions,
     "scatter": _plot_scatter,
@@ -369,9 +354,9 @@ def embed(run_dir: str | Path, out: str | Path, *, dataset: str | None = None, d
         raise ConfigError(f"-o {out}: unknown format; end the name in .npy, .npz or .csv")
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}, all")
-    model = load_run(run_dir, device=device)
-    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
-    codes, labels = embed_split(model, splits, split)
+    run = Run.open(run_dir, device=device)
+    splits = run.splits(dataset, data_dir)
+    codes, labels = embed_split(run.model, splits, split)
     return write_embedding(out, codes, labels), tuple(codes.shape)
 
 
@@ -417,13 +402,9 @@ def compare_with_pca(model, train, test, *, k: int = 5) -> PCAComparison:
     Reconstruction: squared error summed over each image's pixels, and PSNR (mean over images,
     capped at 100 dB).  Embedding: k-NN accuracy of test codes against training codes.
     """
-    from .eval.baselines import fit_pca, knn_accuracy
-    from .eval.metrics import PSNR_CAP_DB, psnr, sse_per_image
+    from ..eval.baselines import fit_pca, knn_accuracy
+    from ..eval.metrics import PSNR_CAP_DB, psnr, sse_per_image
 
-    task = run_task(model)
-    if task.kind != "reconstruct":
-        raise ConfigError(f"compare-pca compares reconstructions; this run was trained for {task.describe()}. "
-                          "Use a run trained with --task reconstruct")
     dim = model.latent_dim
     conditional = model.conditional
     pca = fit_pca(train.images, dim)
@@ -448,12 +429,15 @@ def compare_with_pca(model, train, test, *, k: int = 5) -> PCAComparison:
 def compare_pca(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None, k: int = 5,
                 device: str = "auto") -> PCAComparison:
     """:func:`compare_with_pca` on the run's training and test splits."""
-    from .data import ImageSet
+    from ..data import ImageSet
 
-    model = load_run(run_dir, device=device)
-    splits = load_splits(model, dataset=dataset, data_dir=data_dir)
+    run = Run.open(run_dir, device=device)
+    if not run.task.target_is_input:
+        raise ConfigError(f"compare-pca compares reconstructions; this run was trained for {run.task.describe()}. "
+                          "Use a run trained with --task reconstruct")
+    splits = run.splits(dataset, data_dir)
     train = ImageSet(*lv.first_images(splits.train))  # a streamed training set is decoded here
-    return compare_with_pca(model, train, splits.test, k=k)
+    return compare_with_pca(run.model, train, splits.test, k=k)
 
 
 def comparison_json(result: PCAComparison) -> str:
