@@ -439,16 +439,20 @@ def test_broken_run_folders_are_skipped_or_refused(runs, tmp_path):
     with pytest.raises(CheckpointError, match="no run to serve"):
         create_app([broken])
     with TestClient(create_app([broken, runs["vae"]])) as c:
-        assert [r["model"] for r in c.get("/api/runs").json()["runs"]] == ["vae"]
+        listed = c.get("/api/runs").json()["runs"]
+        assert [r["model"] for r in listed] == [None, "vae"]  # listed, with why, but not served
+        assert "config.json" in listed[0]["broken"] and listed[1]["broken"] is None
 
 
 def test_a_run_with_corrupt_weights_says_so(runs, tmp_path):
     run = tmp_path / "bad-weights"
     shutil.copytree(runs["vae"], run, ignore=shutil.ignore_patterns("checkpoints"))
     (run / "model.safetensors").write_bytes(b"not safetensors")
-    with TestClient(create_app([run]), raise_server_exceptions=False) as c:
-        res = c.get("/api/points")
-    assert res.status_code == 500 and "cannot be loaded" in res.json()["detail"]
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        create_app([run])
+    with TestClient(create_app([run, runs["ae8"]])) as c:
+        res = c.get("/api/points?run=0")
+    assert res.status_code == 409 and "this run is broken" in res.json()["error"]
 
 
 def test_find_runs(runs, tmp_path):

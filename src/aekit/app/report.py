@@ -282,7 +282,9 @@ def render_report(run: Run | str | Path, *, splits=None, data_dir: str | None = 
                 # The report is written after training has finished and saved its weights; one
                 # figure that cannot be drawn must not turn a finished run into a failed one.
                 # The error is logged and shown in its section rather than hidden.
-                log.warning("report for %s: section %r failed: %s", run.path, sid, err, exc_info=True)
+                log.warning("report for %s: section %r could not be drawn (%s: %s); the report is written "
+                            "without it", run.path, sid, type(err).__name__, " ".join(str(err).split())[:200])
+                log.debug("the section's error", exc_info=True)  # the traceback, with aekit -v
                 body = f'<p class="section-error">This section could not be drawn: {_e(type(err).__name__)}: {_e(err)}</p>'
             if body is None:
                 continue

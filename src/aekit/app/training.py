@@ -283,6 +283,8 @@ def train(config: RunConfig | None = None, *, model: str | None = None, out: str
                           model_options=model_options)
     if stop_after_epoch is not None:
         check_positive("--stop-after-epoch", stop_after_epoch, integer=True)
+    if out is not None and str(out).strip() == "":  # Path("") is ".", which would train into the current folder
+        raise ConfigError("--out is empty; name a folder for the run")
     with session(resolve_device(cfg.train.device)) as dev:
         return _train(dev, cfg, out=out, resume=resume, callbacks=callbacks, stop_after_epoch=stop_after_epoch,
                       evaluate_test=evaluate_test, write_report=write_report, stream=stream)
@@ -309,11 +311,27 @@ def _resume_config(run_dir: Path, options: dict[str, Any]) -> RunConfig:
 
 def _train(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epoch, evaluate_test, write_report,
            stream) -> RunResult:
-    """:func:`train` inside the process group, on ``dev`` (this process's device)."""
+    """:func:`train` inside the process group, on ``dev`` (this process's device), holding the
+    run folder's lock (:class:`aekit.run.lock.RunLock`) on rank 0 from before the folder is
+    touched until its last file is written."""
+    from ..run.lock import RunLock
+
+    locks: list[RunLock] = []
+    try:
+        return _train_locked(dev, cfg, out=out, resume=resume, callbacks=callbacks, stop_after_epoch=stop_after_epoch,
+                             evaluate_test=evaluate_test, write_report=write_report, stream=stream, locks=locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_locked(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epoch, evaluate_test, write_report,
+                  stream, locks) -> RunResult:
     import torch
 
     from ..data import load_dataset
-    from ..run.weights import build_from_config, check_size_against_weights
+    from ..run.lock import RunLock
+    from ..run.weights import build_from_config
     from ..tasks import task_of
     from ..train import checkpoint as ckpt
     from ..train.distributed import cpu_threads, dist_info, rank0_then_broadcast
@@ -324,8 +342,12 @@ def _train(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epoch, eva
     cfg.data.noise, cfg.data.scale = task.options()["noise"], task.options()["scale"]
     if resume is not None:
         run_dir = Path(resume)
-        if rank == 0:
+
+        def lock_and_clean() -> None:
+            locks.append(RunLock(run_dir).acquire())  # before anything in the folder is touched
             ckpt.remove_stale_temp_files(run_dir)  # left by a process killed mid-write
+
+        rank0_then_broadcast(lock_and_clean)
 
     splits = load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
                           channels=cfg.data.channels, seed=cfg.train.seed, stream=stream)
@@ -340,6 +362,10 @@ def _train(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epoch, eva
         def create_run_dir() -> Path:
             path = Path(out) if out is not None else default_run_dir(cfg.model, cfg.data.dataset)
             prepare_run_dir(path)
+            locks.append(RunLock(path).acquire())
+            if (path / layout.CONFIG_NAME).exists():  # another `aekit train --out` got there first
+                raise ConfigError(f"--out {path}: already holds a run; continue it with --resume {path} "
+                                  "or choose another --out")
             atomic_write_text(path / layout.CONFIG_NAME, cfg.to_json())
             return path
 
@@ -353,8 +379,6 @@ def _train(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epoch, eva
         # The extended length (--epochs) is recorded, so the folder describes the run it holds.
         if rank == 0:
             atomic_write_text(run_dir / layout.CONFIG_NAME, cfg.to_json())
-        # a config.json edited to ask for a huge model is refused before it is built
-        check_size_against_weights(cfg, run_dir / layout.WEIGHTS_NAME, str(run_dir / layout.CONFIG_NAME))
     torch.manual_seed(cfg.train.seed)  # weight initialisation
     net = build_from_config(cfg)
     if tuple(net.out_shape) != tuple(target_shape):

@@ -97,6 +97,13 @@ def setting_type(path: str) -> click.ParamType:
     return click.FloatRange(low, meta.get("maximum"), min_open=meta.get("above") is not None)
 
 
+def _folder_option(value: str | None) -> Path | None:
+    # Path("") is ".": an empty --out (a variable that expanded to nothing) would train into the current folder
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; name a folder for the run")
+    return None if value is None else Path(value)
+
+
 # -- train ------------------------------------------------------------------------------------
 
 def _fmt_losses(parts: dict[str, float]) -> str:
@@ -189,7 +196,7 @@ _SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION be
 @click.option("--lr", type=setting_type("train.lr"), default=None, help="Peak learning rate (AdamW)  [default: 0.001]")
 @click.option("--seed", type=setting_type("train.seed"), default=None,
               help="Seed for initialisation, splits and noise  [default: 0]")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(), default=None, callback=lambda ctx, param, value: _folder_option(value),
               help="Run folder  [default: runs/<date-time>-<model>-<dataset>/]")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this folder from its last checkpoint.")
@@ -249,18 +256,21 @@ def train(model, out, resume, config_file, settings, list_settings, stop_after_e
         sys.exit(_run_under_torchrun(click.get_current_context(), nproc))
     # The process group does not exist yet (training.train joins it), so read the rank torchrun set.
     rank = int(os.environ.get("RANK", "0"))
-    stop = {"requested": False}
+    stop = {"requested": False, "signal": None}
 
-    # Under torchrun the workers run in sessions of their own: the launcher passes a Ctrl-C on
+    # Ctrl-C (SIGINT) and SIGTERM (what schedulers, `timeout` and `docker stop` send) both finish
+    # the step, save a checkpoint and exit with the resume command; a second one stops at once.
+    # Under torchrun the workers run in sessions of their own: the launcher passes the signal on
     # to them (and kills them 30 s later), and the ranks agree on the step to stop at.
-    def on_sigint(signum, frame):
-        if stop["requested"]:  # a second Ctrl-C: stop at once
+    def on_stop_signal(signum, frame):
+        if stop["requested"]:  # a second signal: stop at once
             raise KeyboardInterrupt
-        stop["requested"] = True
+        stop["requested"], stop["signal"] = True, signum
         if rank == 0:
-            click.echo("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", err=True)
+            again = "Ctrl-C" if signum == signal.SIGINT else "a second SIGTERM"
+            click.echo(f"\nstopping after this step and saving a checkpoint ({again} to abort)", err=True)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     total_epochs = (options["epochs"] or planned.train.epochs) if resume is not None else planned.train.epochs
     progress = _Progress(total_epochs, enabled=rank == 0 and not no_progress)
     summary = _Progress(total_epochs, enabled=rank == 0)
@@ -273,7 +283,8 @@ def train(model, out, resume, config_file, settings, list_settings, stop_after_e
                              model_options={k: v for k, v in model_options.items() if v is not None},
                              callbacks=callbacks, stop_after_epoch=stop_after_epoch, stream=stream, **options)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if progress.bar is not None:
             progress.bar.close()
     if rank != 0:
@@ -281,7 +292,7 @@ def train(model, out, resume, config_file, settings, list_settings, stop_after_e
     if run.result.interrupted:
         click.echo(f"stopped at epoch {run.result.epochs_done + 1}, step {run.result.steps}; "
                    f"continue with: aekit train --resume {run.run_dir}")
-        sys.exit(130)
+        sys.exit(143 if stop["signal"] == signal.SIGTERM else 130)  # 128 + the signal, as shells report it
     if run.test_metrics is not None:
         click.echo("test metrics:")
         _print_metrics(run.test_metrics)

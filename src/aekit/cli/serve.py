@@ -10,8 +10,6 @@ import click
 
 from . import main
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # the Host headers a page on loopback arrives with
-
 
 def _bind(host: str, port: int) -> socket.socket:
     """Bind here rather than in uvicorn, so the printed address is the real one (--port 0 picks a
@@ -48,7 +46,7 @@ def serve(path, port, host, device, threads):
     import torch
     import uvicorn
 
-    from ..web import create_app, find_runs
+    from ..web import create_app, find_runs, loopback_hosts
 
     runs = find_runs(path)
     sock = _bind(host, port)  # first: a busy port fails before any run is read
@@ -56,11 +54,12 @@ def serve(path, port, host, device, threads):
     # cores instead of fighting over them, and a single 28x28 decode gains nothing from more.
     torch.set_num_threads(threads)
     # On loopback only loopback Host headers are accepted: a web page elsewhere cannot then reach
-    # the server through DNS rebinding.  (Starlette's host check cannot parse IPv6 literals, so
-    # --host ::1 goes without it.)
-    loopback = host in LOOPBACK_NAMES or host == "::1"
+    # the server through DNS rebinding.  Elsewhere (0.0.0.0, a LAN address) any Host is.
+    allowed = loopback_hosts(host, sock.getsockname()[0])
+    loopback = allowed is not None
     try:
-        app = create_app(runs, device=device, allowed_hosts=list(LOOPBACK_NAMES) if host in LOOPBACK_NAMES else None)
+        # A single run that cannot be served (or a folder with none) is aekit's one-line error.
+        app = create_app(runs, device=device, allowed_hosts=allowed)
     except BaseException:
         sock.close()
         raise
@@ -68,7 +67,10 @@ def serve(path, port, host, device, threads):
     shown_host = f"[{host}]" if ":" in host else host
     if not loopback:
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the page", err=True)
+    broken = [r for r in app.state.runs.values() if r.broken]  # each already logged with its reason
     what = f"{len(runs)} runs" if len(runs) > 1 else str(runs[0])
+    if broken:
+        what += f" ({len(broken)} broken)"
     click.echo(f"serving {what} at http://{shown_host}:{bound_port}/  (Ctrl-C to stop)")
     verbose = logging.getLogger().level <= logging.DEBUG
     config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose,

@@ -80,14 +80,22 @@ class Run:
 
     def load_model(self, *, device: str | None = None, weights: str | Path | None = None):
         """A fresh copy of the trained model (or of ``weights``, e.g. a checkpoint's) on ``device``."""
-        from .weights import build_from_config, check_size_against_weights, load_weights, resolve_device
+        from .weights import build_from_config, load_weights, resolve_device
 
         weights = Path(weights) if weights is not None else self.weights_path()
-        source = str(self.path / layout.CONFIG_NAME)
-        check_size_against_weights(self.config, weights, source)
-        model = build_from_config(self.config, source)
+        self.check(weights)
+        model = build_from_config(self.config, str(self.path / layout.CONFIG_NAME))
         load_weights(model, weights)
         return model.to(resolve_device(device or self.device)).eval()
+
+    def check(self, weights: str | Path | None = None) -> None:
+        """Refuse the run, in one line naming the file, unless its model can be built and its
+        weights (or ``weights``) fit it: checked from config.json and the safetensors header
+        alone, before anything is allocated (see :func:`aekit.run.weights.check_weights`)."""
+        from .weights import check_weights
+
+        check_weights(self.config, Path(weights) if weights is not None else self.weights_path(),
+                      str(self.path / layout.CONFIG_NAME))
 
     # -- the data ----------------------------------------------------------------------------
     def splits(self, dataset: str | None = None, data_dir: str | None = None, *, download: bool = True,

@@ -17,6 +17,7 @@ them through :class:`aekit.run.Run`.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,28 +53,74 @@ def read_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_dict(raw, source=str(path))
 
 
+# An epoch's record is a few hundred bytes; a longer line is not aekit's and is skipped unread.
+MAX_METRICS_LINE = 64 * 1024
+# {"train": {"recon": 1.0}}: an epoch's record nests one level; test metrics' baselines two
+MAX_NESTING = 3
+
+
+def clean_record(value: Any, depth: int = 0) -> Any:
+    """A metrics value as aekit writes them: finite numbers (NaN and infinities become None,
+    as a diverged run's losses), short strings, booleans, and objects of those nested at most
+    :data:`MAX_NESTING` deep.  Anything else (lists, deeper objects) is dropped, so a hand-edited
+    file can never put a value into a table or a JSON answer that aekit would not write itself."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, dict) and depth < MAX_NESTING:
+        out = {}
+        for key, item in value.items():
+            cleaned = clean_record(item, depth + 1)
+            if cleaned is not _DROP:
+                out[str(key)[:100]] = cleaned
+        return out
+    return _DROP
+
+
+_DROP = object()
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The epochs recorded in ``metrics.jsonl``, oldest first; [] when there are none.
 
     A line cut short by a kill ends the history (everything before it is whole); lines that are
-    not an epoch's record are skipped.
+    not an epoch's record (not JSON objects, no whole-number ``epoch``, too long) are skipped;
+    values are cleaned by :func:`clean_record`.  Bytes that are not UTF-8 are replaced.  Memory
+    stays bounded whatever the file holds: it is read a line at a time, each line at most
+    :data:`MAX_METRICS_LINE` bytes.
     """
     path = Path(run_dir) / METRICS_NAME
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        except RecursionError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows.append(row)
+    with open(path, "rb") as f:
+        while True:
+            raw = f.readline(MAX_METRICS_LINE + 1)
+            if not raw:
+                break
+            if len(raw) > MAX_METRICS_LINE and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of an overlong line unread
+                    raw = f.readline(MAX_METRICS_LINE)
+                continue
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if not raw.endswith(b"\n"):
+                    break  # the last line, cut short by a kill
+                continue
+            except RecursionError:
+                continue
+            row = clean_record(row)
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool):
+                rows.append(row)
     return rows
 
 
@@ -82,6 +129,8 @@ def read_test_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / TEST_METRICS_NAME
     if not path.is_file():
         return None
+    if path.stat().st_size > MAX_METRICS_LINE:
+        raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes is too large to be aekit's test metrics")
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -90,7 +139,7 @@ def read_test_metrics(run_dir: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path}: nested too deeply to be aekit's metrics") from None
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path}: expected a JSON object of metrics, got {type(metrics).__name__}")
-    return metrics
+    return clean_record(metrics)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

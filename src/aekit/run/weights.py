@@ -33,8 +33,15 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
 
 
 def build_from_config(cfg: RunConfig, source: str = CONFIG_NAME) -> torch.nn.Module:
-    """The (untrained) model ``cfg`` names, or a CheckpointError naming ``source``."""
-    lookup(cfg.model)  # unknown names -> a clear error listing the known ones
+    """The (untrained) model ``cfg`` names, or a CheckpointError naming ``source``.
+
+    Its size is checked first, on the meta device, so a config asking for a huge model
+    allocates nothing."""
+    state = meta_state(cfg, source)
+    need = sum(t.numel() * t.element_size() for t in state.values())
+    if need > MAX_WEIGHT_BYTES:
+        raise CheckpointError(f"{source}: describes a model with {need:,} bytes of weights, above aekit's limit of "
+                              f"{MAX_WEIGHT_BYTES:,}; choose smaller layers")
     try:
         return build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
     except CheckpointError:
@@ -43,30 +50,67 @@ def build_from_config(cfg: RunConfig, source: str = CONFIG_NAME) -> torch.nn.Mod
         raise CheckpointError(f"{source}: cannot build model {cfg.model!r} from its config: {err}") from None
 
 
-def check_size_against_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> None:
-    """Refuse a config whose model needs more weight bytes than ``weights`` holds, before building it."""
-    try:
-        have = weights.stat().st_size
-    except OSError:
-        return  # load_weights names the missing file
-    try:  # a file that is not safetensors at all (a pickle, say) is named as such first
-        with safe_open(str(weights), framework="pt"):
-            pass
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(
-            f"{weights}: not a valid safetensors file ({err}); the file is corrupt or not aekit's"
-        ) from None
+# The largest model a run folder may describe.  aekit's models are a few MB (the largest built-in
+# default, the denoiser, is under 2 MB); a config.json edited to ask for more is refused before
+# anything is allocated, whatever its weights file holds.
+MAX_WEIGHT_BYTES = 1 << 30
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def meta_state(cfg: RunConfig, source: str = CONFIG_NAME) -> dict[str, torch.Tensor]:
+    """The model's state dict built on the "meta" device: every name, shape and dtype, no memory."""
+    lookup(cfg.model)
     try:
         with torch.device("meta"):
-            meta = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
-    except Exception:  # noqa: BLE001 - the real build reports what is wrong with the config
-        return
-    need = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
-    if need > have:
+            model = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
+    except Exception as err:  # noqa: BLE001 - whatever a bad config makes a constructor raise
+        raise CheckpointError(f"{source}: cannot build model {cfg.model!r} from its config: {err}") from None
+    return model.state_dict()
+
+
+def check_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> None:
+    """Check ``weights`` against the model ``cfg`` describes, reading only the file's header.
+
+    In this order, so that nothing large is allocated before the answer is known: the model's
+    size from the config alone (built on the meta device), refused over :data:`MAX_WEIGHT_BYTES`;
+    the weights file present and a whole safetensors file (its header covers the file exactly:
+    a truncated copy is refused); the header's tensor names, shapes and dtypes equal to the
+    model's.  Every refusal is one line naming the file.
+    """
+    expected = meta_state(cfg, source)
+    need = sum(t.numel() * t.element_size() for t in expected.values())
+    if need > MAX_WEIGHT_BYTES:
+        raise CheckpointError(f"{source}: describes a model with {need:,} bytes of weights, above aekit's limit of "
+                              f"{MAX_WEIGHT_BYTES:,}; the config was edited or is not aekit's")
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file; the run folder is incomplete "
+                              "(copy it again, or train it with `aekit train`)")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(
-            f"{source}: describes a model with {need:,} bytes of weights, but {weights} holds {have:,} bytes; "
-            "the two files do not belong together"
+            f"{weights}: not a valid safetensors file ({_one_line(err)}); the file is corrupt, truncated or not aekit's"
+        ) from None
+    missing = sorted(set(expected) - set(header))
+    extra = sorted(set(header) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{weights}: weights do not match the model in config.json "
+            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})"
         )
+    for key, (shape, dtype) in header.items():
+        want = expected[key]
+        if shape != tuple(want.shape) or _DTYPES.get(dtype) != want.dtype:
+            raise CheckpointError(f"{weights}: tensor {key} is {shape} {_DTYPES.get(dtype, dtype)}, "
+                                  f"the model needs {tuple(want.shape)} {want.dtype}")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200]
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -173,10 +173,16 @@ def label_sweep_figure(originals: Tensor, sweep: Tensor, classes: list[str], *, 
 
 def loss_series(history: list[dict]) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
     """Epochs and {part: {"train": [...], "val": [...]}} from metrics.jsonl rows."""
+    def losses(row: dict, split: str) -> dict:
+        value = row.get(split)
+        return value if isinstance(value, dict) else {}
+
+    def number(value) -> float:  # a missing or unreadable value (null for NaN) leaves a gap
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
     epochs = [int(r["epoch"]) for r in history]
-    names = dict.fromkeys(name for r in history for split in ("train", "val") for name in (r.get(split) or {}))
-    parts = {name: {split: [float((r.get(split) or {}).get(name, math.nan)) for r in history]
-                    for split in ("train", "val")}
+    names = dict.fromkeys(name for r in history for split in ("train", "val") for name in losses(r, split))
+    parts = {name: {split: [number(losses(r, split).get(name)) for r in history] for split in ("train", "val")}
              for name in names}
     if "total" in parts and len(parts) == 2:  # one part: its total is the same curve
         del parts["total"]

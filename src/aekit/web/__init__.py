@@ -4,7 +4,7 @@
 computes, without HTTP.  Nothing else in aekit imports this package.
 """
 
-from .app import create_app
+from .app import create_app, loopback_hosts
 from .explorer import RunExplorer, find_runs
 
-__all__ = ["RunExplorer", "create_app", "find_runs"]
+__all__ = ["RunExplorer", "create_app", "find_runs", "loopback_hosts"]

@@ -15,13 +15,37 @@ folders the server was started with)::
     GET  /api/image/{index}           a test image (for hovering over the map)
     GET  /report/{run}/               the run's report.html, if it has one
 
-Images travel as PNG data URIs inside JSON.  Errors are ``{"detail": "..."}`` with 404 (unknown
-run or index), 409 (the model cannot do that), 413 (too large), 415 (not an image) or 422
-(malformed or out-of-range values), never a 500 for a bad request.
+Images travel as PNG data URIs inside JSON.  Every answer is JSON, errors included:
+``{"error": "one line", "detail": ...}``, where ``detail`` is the same line, or for a request
+whose values fail validation the list of ``{"loc", "msg", "type"}`` per field.  The status codes::
+
+    400  the request itself is unreadable: a bad Content-Length, a multipart body that cannot be
+         parsed, or (when bound to loopback) a Host header other than this server's loopback names
+    404  no such run, test image, report file or endpoint (405: a known path, another method)
+    409  the model cannot do that (sampling a model with no prior, a label for an unconditional
+         model), or the run is broken: its folder cannot be read ("this run is broken: <file>: why")
+    413  a body, an upload or an image's pixel count over its limit
+    415  an upload that is not an image
+    422  malformed or out-of-range values: invalid JSON (or JSON nested too deeply), a wrong type,
+         a number out of range, a missing or misspelt field, no label for a conditional model
+    500  a bug in aekit: {"error": "internal error: <ExceptionType>"}; the traceback is logged
+
+A request never gets a 500 for anything it sent, and no answer is a traceback or plain text.
+A broken run is a 409 rather than a 500 because the server is fine and the run folder is what
+needs fixing: a folder of runs is served with its broken runs listed (``"broken": "why"`` in
+``GET /api/runs``, null for a good run) beside the good ones; only when no run can be served
+does :func:`create_app` raise (``aekit serve`` prints one line and exits 1).  Each run's model
+is loaded once when the server starts, to check it, and then again, to keep, on first use.
+
+Loopback binds (``127.x.y.z``, ``::1``, ``localhost``; see :func:`loopback_hosts`) accept only
+Host headers naming loopback (``localhost``, ``127.0.0.1``, ``[::1]`` and the bound address,
+with or without a port), so a web page elsewhere cannot reach the server by DNS rebinding;
+any other bind accepts every Host header (``aekit serve`` warns that the page is then exposed).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Sequence
@@ -33,6 +57,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AekitError, CheckpointError
 from ..run import REPORT_NAME
@@ -43,9 +68,13 @@ from .explorer import (
     MAX_STEPS,
     MAX_UPLOAD_BYTES,
     Z_LIMIT,
+    BrokenRun,
+    BrokenRunError,
     RequestError,
     RunExplorer,
     TooLargeError,
+    _finite_json,
+    one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -96,44 +125,97 @@ class InterpolateRequest(_Body):
     spherical: StrictBool = False  # slerp: keeps Gaussian codes at a typical norm
 
 
+# -- answers --------------------------------------------------------------------------------
+
+class _JSON(JSONResponse):
+    """JSON that never fails on NaN or infinity (a diverged run's numbers): those become null."""
+
+    def render(self, content) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # out-of-range float values are not JSON compliant
+            return super().render(_finite_json(content))
+
+
+def _error(status: int, message: str, detail=None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error answer: ``{"error": "one line", "detail": ...}`` (``detail`` defaults to the line)."""
+    return _JSON({"error": message, "detail": message if detail is None else detail}, status, headers=headers)
+
+
+# -- the Host check ---------------------------------------------------------------------------
+
+def _normal_host(name: str) -> str:
+    """A host name or address as compared: lower case, IP addresses in their canonical form."""
+    name = name.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def _is_loopback(name: str) -> bool:
+    name = _normal_host(name)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_hosts(bind_host: str, bound_address: str | None = None) -> list[str] | None:
+    """The Host header names a server bound to ``bind_host`` accepts, or None to accept any.
+
+    A loopback bind (any 127.x.y.z, ::1, ``localhost``, or a name whose ``bound_address``, the
+    address the socket got, is loopback) accepts ``localhost``, ``127.0.0.1``, ``::1``, the bound
+    address and the name it was given; any other bind (0.0.0.0, a LAN address) accepts any
+    Host, as a server meant to be reached from elsewhere must.
+    """
+    if not (_is_loopback(bind_host) or (bound_address is not None and _is_loopback(bound_address))):
+        return None
+    names = {"localhost", "127.0.0.1", "::1", _normal_host(bind_host)}
+    if bound_address is not None:
+        names.add(_normal_host(bound_address))
+    return sorted(names)
+
+
+def _host_name(header: str) -> str | None:
+    """The name in a Host header (``name``, ``name:port``, ``[v6]`` or ``[v6]:port``), or None if malformed."""
+    if header.startswith("["):
+        close = header.find("]")
+        name, rest = header[1:close], header[close + 1:]
+        if close < 0 or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return _normal_host(name)
+    name, colon, port = header.partition(":")
+    if not name or (colon and not port.isdigit()) or ":" in port:
+        return None
+    return _normal_host(name)
+
+
 # -- middleware -----------------------------------------------------------------------------
 
 class _Guard:
-    """Caps request bodies while they are read (413) and adds security headers to responses.
+    """Around every request: the Host check (400), body caps while they are read (413), security
+    headers on every answer, and the last-resort 500 (JSON, traceback logged) for a bug.
 
     A pure ASGI wrapper rather than ``@app.middleware("http")``: it costs nothing per request
     on the decode path, and it can stop an upload mid-stream instead of after buffering it.
     """
 
-    def __init__(self, app, *, limits: dict[str, int], default_limit: int):
+    def __init__(self, app, *, limits: dict[str, int], default_limit: int, allowed_hosts: Sequence[str] | None):
         self.app = app
         self.limits = limits
         self.default_limit = default_limit
+        self.allowed_hosts = None if allowed_hosts is None else {_normal_host(h) for h in allowed_hosts}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        limit = self.limits.get(path, self.default_limit)
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await JSONResponse({"detail": "bad Content-Length"}, 400)(scope, receive, send)
-            if int(length) > limit:  # refuse before reading a byte of it
-                return await _too_large(limit)(scope, receive, send)
-        received = 0
         started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # FastAPI re-raises HTTPException from body reading as is, so this becomes a 413.
-                    raise HTTPException(413, f"request body above {limit:,} bytes")
-            return message
 
         async def send_with_headers(message):
             nonlocal started
@@ -147,36 +229,81 @@ class _Guard:
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
+        headers = dict(scope["headers"])
+        if self.allowed_hosts is not None:
+            host = headers.get(b"host", b"").decode("latin-1")
+            if _host_name(host) not in self.allowed_hosts:
+                shown = sorted(f"[{h}]" if ":" in h else h for h in self.allowed_hosts)
+                return await _error(400, f"invalid Host header {host[:100]!r}: this server, bound to loopback, "
+                                         f"answers only to {', '.join(shown)}")(scope, receive, send_with_headers)
+        limit = self.limits.get(path, self.default_limit)
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await _error(400, "bad Content-Length")(scope, receive, send_with_headers)
+            if int(length) > limit:  # refuse before reading a byte of it
+                return await _too_large(limit)(scope, receive, send_with_headers)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # FastAPI re-raises HTTPException from body reading as is, so this becomes a 413.
+                    raise HTTPException(413, f"request body above {limit:,} bytes")
+            return message
+
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except HTTPException as err:  # raised by limited_receive outside FastAPI's own handling
             if started or err.status_code != 413:
                 raise
-            await _too_large(limit)(scope, receive, send)
+            await _too_large(limit)(scope, receive, send_with_headers)
+        except Exception as err:
+            # A bug: logged with its traceback here, answered as one JSON line there.
+            log.exception("internal error answering %s %s", scope.get("method"), path)
+            if started:  # half an answer is out; the server can only drop the connection
+                raise
+            await _internal_error(err)(scope, receive, send_with_headers)
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body above the limit of {limit:,} bytes"}, 413)
+    return _error(413, f"request body above the limit of {limit:,} bytes")
+
+
+def _internal_error(err: BaseException) -> JSONResponse:
+    return _error(500, f"internal error: {type(err).__name__}")
 
 
 # -- the app --------------------------------------------------------------------------------
 
-def _build_runs(run_dirs: Sequence[str | Path], device: str, max_points: int) -> dict[str, RunExplorer]:
-    runs: dict[str, RunExplorer] = {}
-    problems = []
+Entry = RunExplorer | BrokenRun
+
+
+def _build_runs(run_dirs: Sequence[str | Path], device: str, max_points: int) -> dict[str, Entry]:
+    """One entry per folder, in order: a RunExplorer (checked, see RunExplorer.check) or a BrokenRun."""
+    runs: dict[str, Entry] = {}
     for path in run_dirs:
         path = Path(path)
+        run_id, name = str(len(runs)), path.resolve().name or str(path)
         try:
-            run = RunExplorer(path, run_id=str(len(runs)), name=path.resolve().name or str(path),
-                              device=device, max_points=max_points)
+            entry: Entry = RunExplorer(path, run_id=run_id, name=name, device=device, max_points=max_points)
         except AekitError as err:
-            problems.append(str(err))
-            log.warning("skipping %s: %s", path, err)
-            continue
-        runs[run.id] = run
-    if not runs:
-        detail = "; ".join(problems) if problems else "no run folders given"
+            entry = BrokenRun(path, run_id, name, one_line(err))
+        except Exception as err:  # last resort: one unreadable run must not stop the server
+            log.exception("%s: unexpected error while reading the run", path)
+            entry = BrokenRun(path, run_id, name, f"{path}: cannot be read (internal error: {type(err).__name__})")
+        else:
+            entry.check()
+        runs[run_id] = entry
+    broken = [r for r in runs.values() if r.broken]
+    if len(broken) == len(runs):
+        detail = "; ".join(r.broken for r in broken) if broken else "no run folders given"
         raise CheckpointError(f"no run to serve: {detail}")
+    for r in broken:
+        log.warning("run %s is broken, listed but not served: %s", r.name, r.broken)
     return runs
 
 
@@ -184,51 +311,70 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
                max_points: int = MAX_POINTS) -> FastAPI:
     """The explorer for ``run_dirs`` (run folders).  Models load lazily, once per run.
 
-    ``allowed_hosts``: Host header values to accept (the CLI passes the loopback names when it
-    binds to loopback, so a web page elsewhere cannot reach the server by DNS rebinding).
-    Folders that cannot be read are skipped with a warning; none readable raises CheckpointError.
+    ``allowed_hosts``: the Host header names to accept, ports aside (``aekit serve`` passes
+    :func:`loopback_hosts` of its bind address); None accepts any.  Folders that cannot be
+    read are listed as broken and answer 409; none servable raises CheckpointError.
     """
     runs = _build_runs(run_dirs, device, max_points)
     names: dict[str, list[str]] = {}
-    for run in runs.values():
-        names.setdefault(run.name, []).append(run.id)
+    for entry in runs.values():
+        names.setdefault(entry.name, []).append(entry.id)
 
     # No /docs: FastAPI's Swagger page loads its scripts from a CDN, and this server works offline.
-    app = FastAPI(title="aekit explorer", docs_url=None, redoc_url=None)
+    app = FastAPI(title="aekit explorer", docs_url=None, redoc_url=None, default_response_class=_JSON)
     app.state.runs = runs
 
     def get_run(run: str | None) -> RunExplorer:
-        if run is None:
-            return next(iter(runs.values()))
-        if run in runs:
-            return runs[run]
-        ids = names.get(run, [])
-        if len(ids) == 1:
-            return runs[ids[0]]
-        known = ", ".join(f"{r.id} ({r.name})" for r in runs.values())
-        raise HTTPException(404, f"no run {run!r} on this server; known runs: {known}")
+        if run is None:  # the first run that is not known to be broken
+            entry = next((r for r in runs.values() if not r.broken), next(iter(runs.values())))
+        elif run in runs:
+            entry = runs[run]
+        elif len(names.get(run, [])) == 1:
+            entry = runs[names[run][0]]
+        else:
+            known = ", ".join(f"{r.id} ({r.name})" for r in runs.values())
+            raise HTTPException(404, f"no run {run[:100]!r} on this server; known runs: {known}")
+        if entry.broken:
+            raise BrokenRunError(f"this run is broken: {entry.broken}")
+        return entry
 
     # -- errors ------------------------------------------------------------------------------
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError):
-        return JSONResponse({"detail": str(err)}, err.status)
+        return _error(err.status, one_line(err, 2000))
 
     @app.exception_handler(CheckpointError)
     async def _broken_run(request: Request, err: CheckpointError):
-        # The request was fine; the run folder on disk is not.
+        # The request was fine; the run folder on disk is not (RunExplorer.load turns most of
+        # these into BrokenRunError; this catches any other read of the folder).
         log.error("%s", err)
-        return JSONResponse({"detail": f"this run cannot be loaded: {err}"}, 500)
+        return _error(409, f"this run is broken: {one_line(err)}")
 
     @app.exception_handler(AekitError)
     async def _aekit_error(request: Request, err: AekitError):
-        return JSONResponse({"detail": str(err)}, 422)
+        return _error(422, one_line(err, 2000))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
         # FastAPI's default echoes the offending input, which may hold NaN (not JSON) or megabytes.
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
                   for e in err.errors()]
-        return JSONResponse({"detail": errors}, 422)
+        line = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors) or "invalid request"
+        return _error(422, one_line(line, 2000), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        if err.status_code == 400 and isinstance(err.__cause__, RecursionError):
+            # FastAPI answers 400 for a JSON body its parser gives up on; like any other invalid
+            # JSON, that is a 422.
+            return _error(422, "the JSON body is nested too deeply")
+        return _error(err.status_code, one_line(str(err.detail), 2000), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        # _Guard answers bugs first; this covers anything that escapes it (Starlette then
+        # re-raises, so the server logs the traceback).
+        return _internal_error(err)
 
     # -- the page ----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -301,9 +447,5 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
         return FileResponse(path)
 
     limits = {"/api/reconstruct": MAX_UPLOAD_BYTES + MULTIPART_SLACK}
-    app.add_middleware(_Guard, limits=limits, default_limit=MAX_JSON_BYTES)
-    if allowed_hosts is not None:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(_Guard, limits=limits, default_limit=MAX_JSON_BYTES, allowed_hosts=allowed_hosts)
     return app

@@ -75,6 +75,21 @@ class NotAnImageError(RequestError):
     status = 415
 
 
+class BrokenRunError(RequestError):
+    """The request was fine, but the run folder it names cannot be read (its config, its weights)."""
+
+    status = 409
+
+
+MAX_REASON = 400  # a broken run's reason, as the page and /api/runs show it
+
+
+def one_line(err: BaseException | str, limit: int = MAX_REASON) -> str:
+    """An error as one line of at most ``limit`` characters (a config error can quote a long value)."""
+    text = " ".join(str(err).split("\n")).strip() or type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # -- finding runs -----------------------------------------------------------------------------
 
 def find_runs(path: str | Path) -> list[Path]:
@@ -150,6 +165,21 @@ def _floats(t: Tensor, digits: int = 5) -> list[float]:
 
 
 # -- one run ----------------------------------------------------------------------------------
+
+@dataclass
+class BrokenRun:
+    """A run folder whose config.json cannot be read: listed (with why) but never served."""
+
+    run_dir: Path
+    id: str
+    name: str
+    broken: str
+    has_report = False
+
+    def summary(self) -> dict:
+        return {"id": self.id, "name": self.name, "model": None, "task": None, "dataset": None,
+                "broken": self.broken}
+
 
 @dataclass
 class Sliders:
@@ -239,8 +269,23 @@ class RunExplorer:
         self.device = device
         self.max_points = max_points
         self.config = self.run.config
+        self.broken: str | None = None  # why the run cannot be served, once that is known
         self._loaded: _Loaded | None = None
         self._lock = threading.Lock()
+
+    def check(self) -> str | None:
+        """Check the run's config against its weights' header (:meth:`aekit.run.Run.check`: no
+        model is built, nothing large is read), so that a run whose weights are missing, cut
+        short or not its config's is found when the server starts rather than on first view.
+        Sets and returns :attr:`broken` (None when the run is fine)."""
+        try:
+            self.run.check()
+        except AekitError as err:
+            self.broken = one_line(err)
+        except Exception as err:  # last resort: one unreadable run must not stop the server
+            log.exception("%s: unexpected error while checking the run", self.run_dir)
+            self.broken = f"{self.run_dir}: cannot be loaded (internal error: {type(err).__name__})"
+        return self.broken
 
     # -- what needs no model --------------------------------------------------------------
     @property
@@ -250,7 +295,7 @@ class RunExplorer:
     def summary(self) -> dict:
         cfg = self.config
         return {"id": self.id, "name": self.name, "model": cfg.model, "task": cfg.data.task,
-                "dataset": cfg.data.dataset}
+                "dataset": cfg.data.dataset, "broken": self.broken}
 
     def info(self) -> dict:
         """Config, flags and metrics: GET /api/run."""
@@ -261,6 +306,11 @@ class RunExplorer:
         except (AekitError, OSError) as err:
             log.warning("%s; the page shows no test metrics", err)
             test_metrics = None
+        try:
+            history = self.run.history()
+        except (AekitError, OSError) as err:
+            log.warning("%s; the page shows no per-epoch metrics", err)
+            history = []
         return _finite_json({
             **self.summary(),
             "latent_dim": model.latent_dim,  # from the model: U-Nets compute it, their configs hold none
@@ -269,16 +319,26 @@ class RunExplorer:
             "in_shape": list(model.in_shape), "out_shape": list(model.out_shape),
             "num_classes": model.num_classes, "classes": list(cfg.classes),
             "task_description": self.load().task.describe(),
-            "config": to_plain(cfg), "metrics": self.run.history(), "test_metrics": test_metrics,
+            "config": to_plain(cfg), "metrics": history, "test_metrics": test_metrics,
             "has_report": self.has_report,
         })
 
     # -- loading --------------------------------------------------------------------------
     def load(self) -> _Loaded:
+        """Everything a request needs, loaded on first use; a BrokenRunError (409) when the run
+        folder cannot be read, then and for every later request."""
         if self._loaded is None:
             with self._lock:  # two first requests at once must not load the run twice
+                if self._loaded is None and self.broken is None:
+                    try:
+                        self._loaded = self._load()
+                    except RequestError:
+                        raise
+                    except AekitError as err:
+                        self.broken = one_line(err)
+                        log.error("%s", self.broken)
                 if self._loaded is None:
-                    self._loaded = self._load()
+                    raise BrokenRunError(f"this run is broken: {self.broken}")
         return self._loaded
 
     def _load(self) -> _Loaded:

@@ -37,7 +37,9 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await res.json(); } catch (err) { body = null; }
   if (!res.ok) {
-    let detail = body && body.detail !== undefined ? body.detail : res.statusText;
+    // Every error is {"error": "one line", "detail": ...}; anything else shows its status text.
+    let detail = body && typeof body.error === "string" ? body.error
+      : body && body.detail !== undefined ? body.detail : res.statusText;
     if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
     else if (typeof detail !== "string") detail = JSON.stringify(detail);
     throw new ApiError(res.status, detail);
@@ -730,10 +732,18 @@ async function start() {
     return;
   }
   const select = $("run-select");
-  select.replaceChildren(...state.runs.map((r) => new Option(`${r.name} (${r.model}, ${r.task})`, r.id)));
+  // A broken run (its folder cannot be read) is listed greyed out, with why (in full as its tooltip).
+  select.replaceChildren(...state.runs.map((r) => {
+    const why = r.broken && r.broken.length > 100 ? `${r.broken.slice(0, 99)}\u2026` : r.broken;
+    const opt = new Option(r.broken ? `${r.name} (broken: ${why})` : `${r.name} (${r.model}, ${r.task})`, r.id);
+    if (r.broken) { opt.disabled = true; opt.title = r.broken; }
+    return opt;
+  }));
   $("run-picker").classList.toggle("hidden", state.runs.length < 2);
+  const good = state.runs.filter((r) => !r.broken);
+  if (!good.length) { showError(new Error("no run on this server can be loaded")); return; }
   const wanted = new URLSearchParams(location.hash.slice(1)).get("run");
-  const id = state.runs.some((r) => r.id === wanted) ? wanted : state.runs[0].id;
+  const id = good.some((r) => r.id === wanted) ? wanted : good[0].id;
   select.value = id;
   loadRun(id);
 }
