@@ -884,3 +884,48 @@ def test_parse_noise_errors(spec):
         parse_noise(spec)
     message = str(info.value)
     assert repr(spec) in message and "gaussian:SIGMA" in message and "salt-pepper:P" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# binarized-mnist
+# ---------------------------------------------------------------------------------------------
+
+def test_binarized_mnist_draws_training_pixels_afresh_and_scores_one_fixed_draw(tmp_path, monkeypatch):
+    from aekit.data import load_dataset
+
+    names = write_tiny_idx(tmp_path / "mnist", n_train=60, n_test=20)
+    pin_checksums(monkeypatch, "mnist", tmp_path / "mnist", names)
+    a = load_dataset("binarized-mnist", data_dir=str(tmp_path), seed=0, download=False)
+    b = load_dataset("binarized-mnist", data_dir=str(tmp_path), seed=7, download=False)
+    grey = load_dataset("mnist", data_dir=str(tmp_path), seed=0, download=False)
+    # test (and validation) pixels are 0 or 1, drawn once, whatever the run's seed
+    assert set(a.test.images.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(a.test.images, b.test.images) and not a.test.binarize
+    # their mean follows the grey levels they were drawn from
+    assert abs(float(a.test.images.mean()) - float(grey.test.images.mean())) < 0.01
+    # training keeps the grey levels and is drawn per batch: two draws differ, each is binary
+    assert a.train.binarize and torch.equal(a.train.images, grey.train.images)
+    gen = torch.Generator().manual_seed(0)
+    first, second = a.train.draw(a.train.images, gen), a.train.draw(a.train.images, gen)
+    assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, second)
+    assert torch.equal(grey.train.draw(grey.train.images, gen), grey.train.images)  # a grey set is left alone
+
+
+def test_training_on_binarized_data_sees_binary_batches(tmp_path, monkeypatch):
+    from aekit.app import training
+    from aekit.models.dense_ae import DenseAE
+
+    names = write_tiny_idx(tmp_path / "mnist", n_train=60, n_test=20)
+    pin_checksums(monkeypatch, "mnist", tmp_path / "mnist", names)
+    seen = []
+    original = DenseAE.training_step
+
+    def record(self, batch, *args, **kwargs):
+        seen.append(batch.x.clone())
+        return original(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(DenseAE, "training_step", record)
+    training.train(model="dense-ae", dataset="binarized-mnist", data_dir=str(tmp_path), epochs=2, batch_size=64,
+                   out=tmp_path / "run", model_options={"hidden": (16,), "latent_dim": 2}, write_report=False)
+    assert all(set(x.unique().tolist()) <= {0.0, 1.0} for x in seen)
+    assert not torch.equal(seen[0], seen[1])  # the same images, drawn again in the next epoch

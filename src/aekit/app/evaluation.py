@@ -31,13 +31,34 @@ def score(model, task, splits, *, seed: int = 0, split: str = "test") -> dict[st
 
 
 def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-             device: str = "auto", split: str = "test") -> dict[str, Any]:
+             device: str = "auto", split: str = "test", nll_samples: int | None = None,
+             nll_images: int | None = None, progress=None) -> dict[str, Any]:
     """Metrics of a trained run on a dataset's test split (its own dataset unless ``dataset``).
 
     For denoise and super-resolution runs the result also holds "baselines": {name: {"psnr",
     "ssim", ...}} for the noisy input and the classical denoisers (tuned on validation
     images), or for nearest/bilinear/bicubic enlargement, scored on the same images.
+
+    With ``nll_samples`` = K, also the importance-sampled negative log-likelihood
+    (:mod:`aekit.eval.likelihood`): "nll" and its standard error "nll_se" over the images, in
+    nats per image, on the first ``nll_images`` images of the split (all by default);
+    ``progress(n)`` is told as images are finished.
     """
     run = Run.open(run_dir, device=device)
+    model = run.model
+    if nll_samples is not None:
+        from ..eval.likelihood import check_estimable
+
+        check_estimable(model)  # before any time is spent on the other metrics
     splits = run.splits(dataset, data_dir)
-    return score(run.model, run.task, splits, seed=run.config.train.seed, split=split)
+    metrics = score(model, run.task, splits, seed=run.config.train.seed, split=split)
+    if nll_samples is not None:
+        from ..eval.likelihood import estimate_log_likelihood
+
+        data = getattr(splits, split)
+        n = len(data) if nll_images is None else min(nll_images, len(data))
+        labels = data.labels[:n] if data.labels is not None else None
+        estimate = estimate_log_likelihood(model, data.images[:n], labels, samples=nll_samples,
+                                           seed=run.config.train.seed, progress=progress)
+        metrics.update(estimate.as_dict())
+    return metrics

@@ -20,6 +20,9 @@ class ImageSet:
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
+    # True for a set whose images are probabilities to draw binary pixels from, afresh for every
+    # batch (dynamically binarised MNIST): see :meth:`draw`.
+    binarize: bool = False
 
     def __post_init__(self) -> None:
         x, y = self.images, self.labels
@@ -36,6 +39,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """A training batch as the model should see it: 0/1 pixels drawn with ``generator`` for
+        a binarised set, the images themselves otherwise.  (B, C, H, W)"""
+        return torch.bernoulli(batch, generator=generator) if self.binarize else batch
 
     @property
     def item_shape(self) -> tuple[int, int, int]:

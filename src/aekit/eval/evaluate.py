@@ -52,7 +52,7 @@ def evaluate_model(
         if elbo_ok:
             out = model(batch, gen)
             recon = reconstruction_loss(out.logits, clean, "bce")
-            kl = out.posterior.kl()
+            kl = model.kl(out.posterior, out.z)
             per_image.update({"elbo_recon": recon, "kl": kl, "elbo": -(recon + kl)})
         for key, values in per_image.items():
             sums[key] = sums.get(key, 0.0) + float(values.double().sum())
@@ -74,4 +74,9 @@ METRIC_LABELS = {
     "elbo_recon": "  reconstruction (nats)",
     "kl": "  KL (nats)",
     "n": "images",
+    "nll": "NLL, importance-sampled (nats per image)",
+    "nll_se": "  standard error over images",
+    "nll_negative_elbo": "  -ELBO from the same samples",
+    "nll_samples": "  samples per image (K)",
+    "nll_images": "  images",
 }

@@ -188,7 +188,7 @@ class Autoencoder(nn.Module):
         recon = reconstruction_loss(out.logits, batch.target, self.config.recon_loss).mean()
         if not self.variational:
             return Losses(total=recon, parts={"recon": recon})
-        kl = out.posterior.kl().mean()
+        kl = self.kl(out.posterior, out.z).mean()
         return Losses(total=recon + self.config.beta * kl, parts={"recon": recon, "kl": kl})
 
     # -- training hooks (models with several optimisers, like the AAE, override these) ---
@@ -212,6 +212,16 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Encode to the posterior mode and decode: deterministic.  (B, C, H', W')"""
         return self.decode(self.encode(x, y).mode(), y)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) per code under the model's prior: N(0, I) here.  (B,)"""
+        return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=1)
+
+    def kl(self, posterior: Posterior, z: Tensor) -> Tensor:
+        """KL(q(z|x) || p(z)) per item, in nats.  Exact for the N(0, I) prior; a family with
+        another prior overrides this (with a one-sample estimate log q(z) - log p(z) at the
+        drawn ``z`` where there is no closed form).  (B,)"""
+        return posterior.kl()
 
     def prior_sample(self, n: int, *, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> Tensor:

@@ -395,6 +395,8 @@ class Trainer:
                 self.save_checkpoint(noise_gen, partial)
                 return False
             clean = self._to_device(images)
+            if getattr(self.train_set, "binarize", False):  # a fresh 0/1 draw for every batch
+                clean = self.train_set.draw(clean, noise_gen)
             y = labels.to(self.device, non_blocking=True) if labels is not None else None
             batch = self.task.make_batch(clean, y, noise_gen)
             batch.x = batch.x.contiguous(memory_format=self.memory_format)
