@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..models.base import Autoencoder, reconstruction_loss
+from ..models.base import Autoencoder
 
 DEFAULT_SAMPLES = 1000
 PUBLISHED_SAMPLES = 5000  # what papers report; the README's figures use it
@@ -79,21 +79,9 @@ def log_weights(model: Autoencoder, x: Tensor, y: Tensor | None, k: int,
     """log w for ``k`` codes drawn from q(z|x) for each image of ``x`` (B, C, H, W).  (k, B)"""
     posterior = model.encode(x, y)
     b, d = posterior.mean.shape
-    mean = posterior.mean.unsqueeze(0).expand(k, b, d)
-    std = posterior.std.unsqueeze(0).expand(k, b, d)
-    eps = torch.randn((k, b, d), generator=generator, device=x.device, dtype=mean.dtype)
-    z = (mean + std * eps).reshape(k * b, d)  # (k*B, D)
-    targets = x.unsqueeze(0).expand(k, *x.shape).reshape(k * b, *x.shape[1:])
-    labels = None if y is None else y.unsqueeze(0).expand(k, b).reshape(k * b)
-    log_px_z = -reconstruction_loss(model.decode_logits(z, labels), targets, "bce")  # (k*B,)
-    log_q = _repeat_posterior(posterior, k).log_prob(z)
-    return (log_px_z + model.log_prior(z) - log_q).reshape(k, b)
-
-
-def _repeat_posterior(posterior, k: int):
-    b, d = posterior.mean.shape
-    return type(posterior)(posterior.mean.unsqueeze(0).expand(k, b, d).reshape(k * b, d),
-                           posterior.logvar.unsqueeze(0).expand(k, b, d).reshape(k * b, d))
+    eps = torch.randn((k, b, d), generator=generator, device=x.device, dtype=posterior.mean.dtype)
+    z = posterior.mean.unsqueeze(0) + posterior.std.unsqueeze(0) * eps  # (k, B, D)
+    return model.log_weights(x, y, posterior, z)
 
 
 @torch.inference_mode()

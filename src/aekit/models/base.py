@@ -88,6 +88,9 @@ class Output:
     logits: Tensor  # (B, C, H', W'): pre-sigmoid decoder output
     posterior: Posterior
     z: Tensor  # (B, D): the latent actually decoded
+    # (K, B): log p(x|z_k) + log p(z_k) - log q(z_k|x) for K codes per image, where a family
+    # trains on an importance-weighted bound (iwae); None otherwise
+    log_weights: Tensor | None = None
 
     @property
     def x_hat(self) -> Tensor:
@@ -212,6 +215,18 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Encode to the posterior mode and decode: deterministic.  (B, C, H', W')"""
         return self.decode(self.encode(x, y).mode(), y)
+
+    def log_weights(self, target: Tensor, y: Tensor | None, posterior: Posterior, z: Tensor) -> Tensor:
+        """Importance weights log p(x|z) + log p(z) - log q(z|x) of codes ``z`` (K, B, D) drawn
+        from ``posterior`` for the images ``target`` (B, C, H, W), with the Bernoulli decoder.  (K, B)"""
+        k, b, d = z.shape
+        flat = z.reshape(k * b, d)
+        labels = None if y is None else y.unsqueeze(0).expand(k, b).reshape(k * b)
+        targets = target.unsqueeze(0).expand(k, *target.shape).reshape(k * b, *target.shape[1:])
+        log_px_z = -reconstruction_loss(self.decode_logits(flat, labels), targets, "bce")  # (K*B,)
+        repeated = Posterior(posterior.mean.unsqueeze(0).expand(k, b, d).reshape(k * b, d),
+                             posterior.logvar.unsqueeze(0).expand(k, b, d).reshape(k * b, d))
+        return (log_px_z + self.log_prior(flat) - repeated.log_prob(flat)).reshape(k, b)
 
     def log_prior(self, z: Tensor) -> Tensor:
         """log p(z) per code under the model's prior: N(0, I) here.  (B,)"""

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..nn import MLP, ConvTrunk
 from ..registry import register
+from ._priors import PRIORS, PriorChoice
 from .base import Autoencoder, Posterior
 
 
@@ -26,6 +27,8 @@ class VAEConfig:
     latent_dim: int = setting(2, minimum=1, maximum=MAX_WIDTH)  # the lesson's: codes can be plotted directly
     beta: float = setting(1.0, minimum=0.0)  # weight of the KL term; 1.0 is the plain ELBO, >1 a beta-VAE
     recon_loss: str = setting("bce", choices=RECON_LOSSES)
+    prior: str = setting("normal", choices=PRIORS)  # "vamp": a learned mixture of posteriors (models/_priors.py)
+    pseudo_inputs: int = setting(500, minimum=1, maximum=10_000)  # the VampPrior's components (Tomczak & Welling)
 
     @classmethod
     def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> VAEConfig:
@@ -48,7 +51,7 @@ class _GaussianHeads(nn.Module):
 
 
 @register("vae", VAEConfig)
-class VAE(Autoencoder):
+class VAE(PriorChoice, Autoencoder):
     """The lesson's fully connected VAE: 784-512-latent, Gaussian posterior, Bernoulli decoder."""
 
     variational = True
@@ -60,6 +63,7 @@ class VAE(Autoencoder):
         self.encoder = nn.Sequential(MLP([n, *config.hidden]), nn.ReLU(inplace=True))
         self.heads = _GaussianHeads(config.hidden[-1], config.latent_dim)
         self.decoder = MLP([config.latent_dim, *reversed(config.hidden), n])
+        self.build_prior()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         self.check_input(x)
@@ -77,6 +81,8 @@ class ConvVAEConfig:
     latent_dim: int = setting(16, minimum=1, maximum=MAX_WIDTH)  # sharp reconstructions on MNIST; use 2 for plots you can read directly
     beta: float = setting(1.0, minimum=0.0)  # weight of the KL term; 1.0 is the plain ELBO
     recon_loss: str = setting("bce", choices=RECON_LOSSES)
+    prior: str = setting("normal", choices=PRIORS)  # "vamp": a learned mixture of posteriors (models/_priors.py)
+    pseudo_inputs: int = setting(500, minimum=1, maximum=10_000)  # the VampPrior's components (Tomczak & Welling)
 
     @classmethod
     def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> ConvVAEConfig:
@@ -87,7 +93,7 @@ class ConvVAEConfig:
 
 
 @register("conv-vae", ConvVAEConfig)
-class ConvVAE(Autoencoder):
+class ConvVAE(PriorChoice, Autoencoder):
     """The lesson's assignment: conv encoder, dense mean/log-variance heads, conv decoder."""
 
     variational = True
@@ -101,6 +107,7 @@ class ConvVAE(Autoencoder):
         self.heads = _GaussianHeads(config.hidden, config.latent_dim)
         self.from_latent = trunk.from_latent(config.latent_dim, config.hidden)
         self.decoder = trunk.decoder()
+        self.build_prior()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         self.check_input(x)
