@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..errors import ConfigError, DataError
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text, check_outputs
 from ..latent import encode_dataset
 from ..latent import views as lv
 from ..run import METRICS_NAME, Run
@@ -311,19 +311,28 @@ def embed_split(model, splits, split: str) -> tuple[Tensor, Tensor | None]:
     return codes.reshape(codes.shape[0], -1), labels
 
 
-def write_embedding(path: str | Path, codes: Tensor, labels: Tensor | None) -> Path:
-    """Write codes (and labels) by the file's extension, atomically.
-
-    ``.npy``: the (N, D) float32 codes alone.  ``.npz``: arrays ``codes`` and, for labelled
-    data, ``labels``.  ``.csv``: a header ``z0,...,z{D-1},label`` and one row per image (no
-    label column for unlabelled data).
-    """
+def check_embedding_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """The file ``aekit embed -o`` may write: a known format, in an existing folder, and not an
+    existing file unless ``overwrite``.  ConfigError naming ``-o`` otherwise."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EMBED_FORMATS:
         raise ConfigError(f"-o {path}: unknown format {suffix or '(none)'}; end the name in .npy, .npz or .csv")
     if not path.parent.is_dir():
         raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    check_outputs([(path, "-o")], overwrite=overwrite)
+    return path
+
+
+def write_embedding(path: str | Path, codes: Tensor, labels: Tensor | None, *, overwrite: bool = False) -> Path:
+    """Write codes (and labels) by the file's extension, atomically.
+
+    ``.npy``: the (N, D) float32 codes alone.  ``.npz``: arrays ``codes`` and, for labelled
+    data, ``labels``.  ``.csv``: a header ``z0,...,z{D-1},label`` and one row per image (no
+    label column for unlabelled data).  An existing file is replaced only if ``overwrite``.
+    """
+    path = check_embedding_path(path, overwrite=overwrite)
+    suffix = path.suffix.lower()
     arr = codes.detach().float().cpu().numpy()
     if suffix == ".csv":
         header = [f"z{k}" for k in range(arr.shape[1])] + ([] if labels is None else ["label"])
@@ -334,7 +343,7 @@ def write_embedding(path: str | Path, codes: Tensor, labels: Tensor | None) -> P
             if lab is not None:
                 cells.append(str(int(lab[i])))
             lines.append(",".join(cells))
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n", overwrite=overwrite)
         return path
     buf = io.BytesIO()  # np.save given a file name would append .npy to the temporary name
     if suffix == ".npy":
@@ -343,21 +352,25 @@ def write_embedding(path: str | Path, codes: Tensor, labels: Tensor | None) -> P
         np.savez(buf, codes=arr)
     else:
         np.savez(buf, codes=arr, labels=labels.cpu().numpy().astype(np.int64))
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
     return path
 
 
 def embed(run_dir: str | Path, out: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
-          split: str = "test", device: str = "auto") -> tuple[Path, tuple[int, int]]:
-    """Encode a split to latent means and write them to ``out``; returns the path and (N, D)."""
+          split: str = "test", device: str = "auto", overwrite: bool = False) -> tuple[Path, tuple[int, int]]:
+    """Encode a split to latent means and write them to ``out``; returns the path and (N, D).
+
+    ``out`` is checked before any work: an existing file is refused unless ``overwrite``.
+    """
     if Path(out).suffix.lower() not in EMBED_FORMATS:
         raise ConfigError(f"-o {out}: unknown format; end the name in .npy, .npz or .csv")
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}, all")
     run = Run.open(run_dir, device=device)
+    check_embedding_path(out, overwrite=overwrite)
     splits = run.splits(dataset, data_dir)
     codes, labels = embed_split(run.model, splits, split)
-    return write_embedding(out, codes, labels), tuple(codes.shape)
+    return write_embedding(out, codes, labels, overwrite=overwrite), tuple(codes.shape)
 
 
 # -- PCA as the yardstick --------------------------------------------------------------------------

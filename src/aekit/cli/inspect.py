@@ -14,19 +14,44 @@ _DATASET = click.option("--dataset", default=None, help="Use another dataset of 
                                                         "(default: the run's own).")
 _DATA_DIR = click.option("--data-dir", default=None, help="Folder holding the dataset's files (default: the run's).")
 _RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path))
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace the output file if it exists (without it, an existing file is refused).")
 
 
-def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
-    """The PNG to write (default inside the run folder), checked before any work is done."""
+def _png_path(run_dir: Path, out: Path | None, default_name: str, *, overwrite: bool,
+              datasets: tuple[str | None, ...] = ()) -> Path:
+    """The PNG to write (default inside the run folder), checked before any work is done.
+
+    An existing file is refused unless ``overwrite``; an image of a folder dataset the command
+    reads (the run's, ``--dataset``, ``--against``) is refused even then.
+    """
     from ..errors import ConfigError
+    from ..fileio import check_outputs
     from ..run import read_config
 
-    read_config(run_dir)  # a missing or broken run folder is the first thing to report
+    cfg = read_config(run_dir)  # a missing or broken run folder is the first thing to report
     path = out or run_dir / default_name
     if path.suffix.lower() != ".png":
         raise ConfigError(f"-o {path}: figures are written as PNG; end the name in .png")
     if not path.parent.is_dir():
         raise ConfigError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    inputs = []
+    for name in (cfg.data.dataset, *datasets):
+        if name and name.startswith("folder:") and path.exists():  # a PNG in a folder dataset is one of its images
+            root = Path(name.split(":", 1)[1]).expanduser().resolve()
+            if path.resolve().is_relative_to(root):
+                inputs.append(path)
+    check_outputs([(path, "-o" if out else "the default output; choose another with -o")], inputs=inputs,
+                  overwrite=overwrite)
+    return path
+
+
+def _write_png(fig, path: Path, *, overwrite: bool) -> Path:
+    """The figure as a PNG, written atomically; never over a file that appeared meanwhile unless ``overwrite``."""
+    from ..fileio import atomic_write_bytes
+    from ..viz.figures import figure_png
+
+    atomic_write_bytes(path, figure_png(fig), overwrite=overwrite)
     return path
 
 
@@ -42,15 +67,15 @@ def _png_path(run_dir: Path, out: Path | None, default_name: str) -> Path:
 @_DATASET
 @_DATA_DIR
 @_DEVICE
-def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device):
+@_OVERWRITE
+def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device, overwrite):
     """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes."""
+    path = _png_path(run_dir, out, "samples.png", overwrite=overwrite, datasets=(dataset,))  # before torch loads
     from ..app import inspect
-    from ..viz.figures import save_figure
 
-    path = _png_path(run_dir, out, "samples.png")
     fig = inspect.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
                                 data_dir=data_dir, device=device)
-    click.echo(f"wrote {save_figure(fig, path)}")
+    click.echo(f"wrote {_write_png(fig, path, overwrite=overwrite)}")
 
 
 # Kept here as text (not read from aekit.app.inspect) so that `aekit --help` needs no torch import;
@@ -86,20 +111,20 @@ KIND:
 @_DATASET
 @_DATA_DIR
 @_DEVICE
-def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, data_dir, device):
+@_OVERWRITE
+def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, data_dir, device, overwrite):
     """Draw one figure of a trained run (see KIND below)."""
     from ..app import inspect
-    from ..viz.figures import save_figure
 
     if kind not in inspect.PLOT_KINDS:  # before any loading, so the message comes at once
         from ..errors import ConfigError
 
         raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(inspect.PLOT_KINDS)}")
-    path = _png_path(run_dir, out, f"plot-{kind}.png")
+    path = _png_path(run_dir, out, f"plot-{kind}.png", overwrite=overwrite, datasets=(dataset, against))
     options = inspect.PlotOptions(n=n, seed=seed, method=method, between=tuple(between) if between else None,
                                   against=against, label=label)
     fig = inspect.plot(run_dir, kind, dataset=dataset, data_dir=data_dir, device=device, options=options)
-    click.echo(f"wrote {save_figure(fig, path)}")
+    click.echo(f"wrote {_write_png(fig, path, overwrite=overwrite)}")
 
 
 @main.command(short_help="Write a split's latent means and labels to .npy, .npz or .csv.")
@@ -110,11 +135,13 @@ def plot(run_dir, kind, out, n, seed, method, between, against, label, dataset, 
 @_DATASET
 @_DATA_DIR
 @_DEVICE
-def embed(run_dir, out, split, dataset, data_dir, device):
+@_OVERWRITE
+def embed(run_dir, out, split, dataset, data_dir, device, overwrite):
     """Write the latent means (posterior modes) of a split, with their labels."""
     from ..app import inspect
 
-    path, (n, d) = inspect.embed(run_dir, out, dataset=dataset, data_dir=data_dir, split=split, device=device)
+    path, (n, d) = inspect.embed(run_dir, out, dataset=dataset, data_dir=data_dir, split=split, device=device,
+                                 overwrite=overwrite)
     click.echo(f"wrote {n} codes of {d} dimensions to {path}")
 
 

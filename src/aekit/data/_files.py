@@ -27,6 +27,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _ordinary_mode())  # mkstemp's 0600 would make downloads private to this user
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -35,3 +36,10 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
 def atomic_write_bytes(dest: str | Path, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
+
+
+def _ordinary_mode() -> int:
+    """0o666 less the umask: the mode an ordinary new file gets."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .images import GREY_MODES, IMAGE_SUFFIXES, MAX_PIXELS, decode_image, open_image
+from .images import GREY_MODES, IMAGE_SUFFIXES, MAX_PIXELS, decode_image, open_image, oriented_size
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,8 @@ def plan_folder(
     for i, path in enumerate(scan.files):
         try:
             with open_image(path, max_pixels=max_pixels) as image:
-                headers.append((i, path, (image.height, image.width), image.mode))
+                # upright, as decoding returns it: a phone photo is stored on its side
+                headers.append((i, path, oriented_size(image), image.mode))
         except DataError as e:
             _skip(path, e, strict=strict, skipped=skipped)
     if not headers:
