@@ -68,3 +68,33 @@ def test_sampler_names(text, parsed):
 def test_bad_sampler_names(text):
     with pytest.raises(ConfigError, match="--sampler"):
         parse_sampler(text)
+
+
+def test_sample_with_a_gmm_fits_once_stores_arrays_and_reuses_them(make_run, tmp_path, monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from aekit.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(make_run("dense-ae"), run)  # a plain AE: no prior of its own
+    first = CliRunner().invoke(main, ["sample", str(run), "--sampler", "gmm:4", "-n", "8", "-o", str(tmp_path / "a.png")])
+    assert first.exit_code == 0, first.output
+    stored = run / "gmm-4.npz"
+    with np.load(stored, allow_pickle=False) as arrays:
+        assert arrays["means"].shape == (4, 8) and arrays["chol"].shape == (4, 8, 8)
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the stored mixture should have been used")
+
+    monkeypatch.setattr(CodeMixture, "fit", no_refit)
+    again = CliRunner().invoke(main, ["sample", str(run), "--sampler", "gmm:4", "-n", "8", "-o", str(tmp_path / "b.png")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()  # same mixture, same seed
+    stored.write_bytes(b"garbage")
+    broken = CliRunner().invoke(main, ["sample", str(run), "--sampler", "gmm:4", "-o", str(tmp_path / "c.png")])
+    assert broken.exit_code == 1
+    line = broken.output.strip()  # numpy's own reason sits in the brackets
+    assert line.startswith(f"Error: {stored}: not a stored mixture (") and "\n" not in line
+    assert line.endswith("); delete it and it is fitted again")

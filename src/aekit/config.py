@@ -165,7 +165,11 @@ def check_value(value: Any, hint: Any, fld: dataclasses.Field | None, *, where: 
         _check_range(value, fld, where, error)
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        try:
+            finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer too large for a float, 10**400 say
+            finite = False
+        if not finite:
             raise bad("a finite number")
         _check_range(value, fld, where, error)
         return float(value)

@@ -98,15 +98,28 @@ def _require_vector_latent(model, images: Tensor, labels: Tensor | None, kind: s
 
 def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None, temperature: float = 1.0,
                   seed: int = 0, dataset: str | None = None, data_dir: str | None = None,
-                  device: str = "auto") -> Figure:
-    """Generated images: prior draws for generative models; for a plain AE, draws where its
-    codes lie next to random codes (see :func:`aekit.latent.views.sample_panels`)."""
+                  device: str = "auto", sampler: str = "prior") -> Figure:
+    """Generated images.  ``sampler="prior"``: prior draws for generative models, and for a plain
+    AE draws where its codes lie next to random codes (:func:`aekit.latent.views.sample_panels`).
+    ``sampler="gmm"`` or ``"gmm:K"``: draws from a K-component Gaussian mixture fitted to the
+    training codes (:func:`code_mixture`), for any model with vector codes."""
+    from ..latent.gmm import parse_sampler
+
     _check_n(n, "sample", 1, MAX_SAMPLES)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"--temperature must be a positive number, got {temperature}")
+    kind, components = parse_sampler(sampler)
     run = Run.open(run_dir, device=device)
     model = run.model
     lv.check_label(model, label)
+    if kind == "gmm":
+        if model.conditional:
+            raise ConfigError("--sampler gmm draws codes without a label; for a conditional model use --sampler prior")
+        mixture = code_mixture(run, components, dataset=dataset, data_dir=data_dir)
+        z = mixture.sample(n, temperature=temperature, generator=_generator(seed))  # (n, D)
+        t = f", temperature {temperature:g}" if temperature != 1 else ""
+        panels = {f"Gaussian mixture of {components} fitted to the training codes{t}": lv.decode_latents(model, z)}
+        return plots.panels_figure(panels, title=f"samples from {_title(run)}")
     codes = None
     if not model.generative:
         train = run.splits(dataset, data_dir).train
@@ -117,6 +130,29 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
                               generator=_generator(seed))
     cols = model.num_classes if model.conditional and label is None and n >= model.num_classes else None
     return plots.panels_figure(panels, title=f"samples from {_title(run)}", cols=cols)
+
+
+def code_mixture(run: Run, components: int, *, dataset: str | None = None, data_dir: str | None = None):
+    """The run's Gaussian mixture over its training codes: read from ``RUN/gmm-K.npz`` (arrays,
+    no pickle), or fitted on the first :data:`MAX_CODES_FOR_SAMPLING` training images' code
+    means and stored there for next time.  A mixture for another dataset is fitted, never stored."""
+    from ..latent.gmm import CodeMixture
+
+    model = run.model
+    path = run.file(f"gmm-{components}.npz")
+    own_data = dataset in (None, run.config.data.dataset)
+    if own_data and path.is_file():
+        return CodeMixture.from_bytes(path.read_bytes(), source=str(path), latent_dim=model.latent_dim)
+    train = run.splits(dataset, data_dir).train
+    images, labels = lv.first_images(train, MAX_CODES_FOR_SAMPLING)
+    _require_vector_latent(model, images, labels, "sample --sampler gmm")
+    mixture = CodeMixture.fit(encode_dataset(model, images, None), components, seed=run.config.train.seed)
+    if own_data:
+        try:
+            atomic_write_bytes(path, mixture.to_bytes())
+        except OSError as err:  # a read-only run folder: sample anyway, fit again next time
+            log.warning("could not store the fitted mixture in %s (%s)", path, err.strerror)
+    return mixture
 
 
 # -- plot -----------------------------------------------------------------------------------------

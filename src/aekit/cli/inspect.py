@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from . import main, setting_type
 
 _DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 _DATASET = click.option("--dataset", default=None, help="Use another dataset of the same image shape "
@@ -57,24 +57,32 @@ def _write_png(fig, path: Path, *, overwrite: bool) -> Path:
 
 @main.command(short_help="Generate images: prior draws, or where a plain AE's codes lie.")
 @_RUN_DIR
-@click.option("-n", "n", type=int, default=64, show_default=True, help="How many images to generate.")
+@click.option("-n", "n", type=click.IntRange(1, 1024), default=64, show_default=True, help="How many images to generate.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="PNG to write  [default: RUN_DIR/samples.png]")
-@click.option("--label", type=int, default=None, help="Conditional models: the class to generate.")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
+@click.option("--label", type=click.IntRange(min=0), default=None, help="Conditional models: the class to generate.")
+@click.option("--temperature", type=click.FloatRange(0, 100, min_open=True), default=1.0, show_default=True,
               help="Scale of the latent draws; below 1 gives more typical, less varied images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=setting_type("train.seed"), default=0, show_default=True)
 @_DATASET
 @_DATA_DIR
 @_DEVICE
 @_OVERWRITE
-def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device, overwrite):
-    """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes."""
+@click.option("--sampler", default="prior", show_default=True, metavar="prior|gmm[:K]",
+              help="prior: the model's own prior (for a plain AE, a Gaussian where its codes lie); gmm[:K]: a "
+                   "K-component Gaussian mixture (default 10) fitted to the training codes once, stored in the run.")
+def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device, overwrite, sampler):
+    """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes.
+
+    --sampler gmm fits a Gaussian mixture to the codes of the training images (once; it is kept
+    in the run folder as gmm-K.npz, arrays only) and decodes draws from it: for a VAE, samples
+    from where its codes really are rather than its N(0, I) prior; for a plain AE, a generator.
+    """
     path = _png_path(run_dir, out, "samples.png", overwrite=overwrite, datasets=(dataset,))  # before torch loads
     from ..app import inspect
 
     fig = inspect.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
-                                data_dir=data_dir, device=device)
+                                data_dir=data_dir, device=device, sampler=sampler)
     click.echo(f"wrote {_write_png(fig, path, overwrite=overwrite)}")
 
 
@@ -98,16 +106,17 @@ KIND:
 @click.argument("kind")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="PNG to write  [default: RUN_DIR/plot-KIND.png]")
-@click.option("-n", "n", type=int, default=None,
+@click.option("-n", "n", type=click.IntRange(min=1), default=None,
               help="Images per row (reconstructions, latent-noise, labels), grid side (manifold), steps "
                    "(interpolate), points (scatter) or images per dataset (ood).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=setting_type("train.seed"), default=0, show_default=True)
 @click.option("--method", type=click.Choice(["pca", "tsne"]), default=None,
               help="scatter: how codes above 2-D are projected  [default: pca]")
-@click.option("--between", type=int, nargs=2, default=None, metavar="I J",
+@click.option("--between", type=click.IntRange(min=0), nargs=2, default=None, metavar="I J",
               help="interpolate: the two test-image indices  [default: the first two of different classes]")
 @click.option("--against", default=None, metavar="NAME", help="ood: the other dataset, e.g. fashion-mnist.")
-@click.option("--label", type=int, default=None, help="manifold of a conditional model: the class to decode under.")
+@click.option("--label", type=click.IntRange(min=0), default=None,
+              help="manifold of a conditional model: the class to decode under.")
 @_DATASET
 @_DATA_DIR
 @_DEVICE
@@ -147,7 +156,7 @@ def embed(run_dir, out, split, dataset, data_dir, device, overwrite):
 
 @main.command("compare-pca", short_help="Compare with PCA of the same size: error, PSNR, k-NN.")
 @_RUN_DIR
-@click.option("-k", "k", type=int, default=5, show_default=True, help="Neighbours for the k-NN accuracy.")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Neighbours for the k-NN accuracy.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_DATASET
 @_DATA_DIR

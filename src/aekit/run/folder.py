@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from . import layout
 
 
@@ -32,7 +32,12 @@ class Run:
         ``device`` is where :attr:`model` will live: "cpu", "cuda" or "auto".
         """
         path = Path(path)
-        return cls(path, layout.read_config(path), device=device)
+        run = cls(path, layout.read_config(path), device=device)
+        try:
+            run.task  # noqa: B018 - the task's options (noise, scale) are checked now, naming the file
+        except ConfigError as err:
+            raise CheckpointError(f"{path / layout.CONFIG_NAME}: {err}") from None
+        return run
 
     # -- what needs no model -----------------------------------------------------------------
     @property

@@ -44,13 +44,33 @@ def read_config(run_dir: str | Path) -> RunConfig:
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; is {run_dir} a run folder written by `aekit train`?")
+    return RunConfig.from_dict(read_json(path, "an aekit config"), source=str(path))
+
+
+# config.json and test_metrics.json are a few KB; anything far larger is not aekit's, and is
+# refused before it is read into memory.
+MAX_JSON_BYTES = 1 << 20
+
+
+def read_json(path: Path, what: str, *, strict_text: bool = True) -> Any:
+    """A run's JSON file, parsed; every way it can be unreadable is one CheckpointError naming it.
+
+    ``strict_text`` also refuses lone surrogates in its strings (a config names files and
+    models with them); metrics are cleaned instead (:func:`clean_record`)."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {size:,} bytes is too large to be {what}")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+        if strict_text:  # JSON may spell lone surrogates ("\ud800"), which no file name or answer can hold
+            json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeError as err:
+        raise CheckpointError(f"{path}: not valid UTF-8 text ({err.reason})") from None
     except RecursionError:
-        raise CheckpointError(f"{path}: nested too deeply to be an aekit config") from None
-    return RunConfig.from_dict(raw, source=str(path))
+        raise CheckpointError(f"{path}: nested too deeply to be {what}") from None
+    except ValueError as err:  # JSONDecodeError, and integers too long to convert
+        raise CheckpointError(f"{path}: not valid JSON ({' '.join(str(err).split())[:160]})") from None
+    return raw
 
 
 # An epoch's record is a few hundred bytes; a longer line is not aekit's and is skipped unread.
@@ -71,18 +91,23 @@ def clean_record(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return value[:200]
+        return _valid_text(value[:200])
     if isinstance(value, dict) and depth < MAX_NESTING:
         out = {}
         for key, item in value.items():
             cleaned = clean_record(item, depth + 1)
             if cleaned is not _DROP:
-                out[str(key)[:100]] = cleaned
+                out[_valid_text(str(key)[:100])] = cleaned
         return out
     return _DROP
 
 
 _DROP = object()
+
+
+def _valid_text(text: str) -> str:
+    # JSON can spell lone surrogates ("\ud800"), which are not text: each becomes "?"
+    return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -116,7 +141,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
                 if not raw.endswith(b"\n"):
                     break  # the last line, cut short by a kill
                 continue
-            except RecursionError:
+            except (ValueError, RecursionError):  # integers too long to convert; nesting too deep
                 continue
             row = clean_record(row)
             if isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool):
@@ -129,14 +154,7 @@ def read_test_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / TEST_METRICS_NAME
     if not path.is_file():
         return None
-    if path.stat().st_size > MAX_METRICS_LINE:
-        raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes is too large to be aekit's test metrics")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise CheckpointError(f"{path}: nested too deeply to be aekit's metrics") from None
+    metrics = read_json(path, "aekit's test metrics", strict_text=False)
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path}: expected a JSON object of metrics, got {type(metrics).__name__}")
     return clean_record(metrics)

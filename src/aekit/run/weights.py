@@ -62,7 +62,10 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
 
 def meta_state(cfg: RunConfig, source: str = CONFIG_NAME) -> dict[str, torch.Tensor]:
     """The model's state dict built on the "meta" device: every name, shape and dtype, no memory."""
-    lookup(cfg.model)
+    try:
+        lookup(cfg.model)
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: {err}") from None
     try:
         with torch.device("meta"):
             model = build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
