@@ -146,3 +146,30 @@ def test_the_lock_file_is_released_by_the_trainer(tmp_path):
     run = tmp_path / "run"
     assert cli("train", *SMALL, "--epochs", "1", "--out", run).exit_code == 0
     RunLock(run).acquire().release()  # free again once training has ended
+
+
+def test_a_report_section_that_fails_is_one_line_and_the_report_is_still_written(make_run, tmp_path, monkeypatch,
+                                                                                  caplog):
+    import shutil
+
+    import aekit.app.report as report
+
+    run = tmp_path / "run"
+    shutil.copytree(make_run("vae"), run)
+    (run / "report.html").unlink()
+
+    def broken(ctx):
+        raise RuntimeError("a figure that cannot be drawn\nwith a second line")
+
+    sections = [(sid, heading, broken if sid == "manifold" else build, needs)
+                for sid, heading, build, needs in report._SECTIONS]
+    monkeypatch.setattr(report, "_SECTIONS", sections)
+    with caplog.at_level("DEBUG", logger="aekit"):
+        result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    shown = [r for r in caplog.records if r.levelname == "WARNING" and "could not be drawn" in r.getMessage()]
+    assert len(shown) == 1 and shown[0].exc_info is None  # what a user sees: one line, no traceback
+    assert "\n" not in shown[0].getMessage()
+    assert "RuntimeError: a figure that cannot be drawn with a second line" in shown[0].getMessage()
+    page = (run / "report.html").read_text()
+    assert "This section could not be drawn" in page and "Reconstructions" in page
