@@ -152,7 +152,7 @@ def test_a_report_section_that_fails_is_one_line_and_the_report_is_still_written
                                                                                   caplog):
     import shutil
 
-    import aekit.app.report as report
+    from aekit.app import report
 
     run = tmp_path / "run"
     shutil.copytree(make_run("vae"), run)
