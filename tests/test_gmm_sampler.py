@@ -98,3 +98,25 @@ def test_sample_with_a_gmm_fits_once_stores_arrays_and_reuses_them(make_run, tmp
     line = broken.output.strip()  # numpy's own reason sits in the brackets
     assert line.startswith(f"Error: {stored}: not a stored mixture (") and "\n" not in line
     assert line.endswith("); delete it and it is fitted again")
+
+
+def test_evaluate_scores_samples_from_the_prior_or_a_fitted_mixture(make_run):
+    import json
+
+    from click.testing import CliRunner
+
+    from aekit.cli import main
+
+    def scored(run, *extra):
+        result = CliRunner().invoke(main, ["evaluate", str(run), "--samples", "300", *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["sample_quality"]
+
+    prior = scored(make_run("vae"))
+    assert prior["n"] == 300 and sum(prior["class_histogram"]) == 300 and prior["fd"] > 0
+    assert prior["sampler"] == "the model's prior" and 0 < prior["confidence"] <= 1
+    assert scored(make_run("vae")) == prior  # seeded by the run: the same figure twice
+    mixture = scored(make_run("dense-ae"), "--sampler", "gmm:5")  # a plain AE becomes a generator
+    assert mixture["sampler"].startswith("Gaussian mixture of 5") and mixture["n"] == 300
+    refused = CliRunner().invoke(main, ["evaluate", str(make_run("dense-ae")), "--samples", "300"])
+    assert refused.exit_code == 1 and "--sampler gmm" in refused.output

@@ -149,7 +149,8 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         click.echo(json.dumps(metrics, indent=2))
         return
     baselines = metrics.get("baselines")
-    metrics = {k: v for k, v in metrics.items() if k != "baselines"}
+    quality = metrics.get("sample_quality")
+    metrics = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality")}
     width = max(len(METRIC_LABELS.get(k, k)) for k in metrics)
     ordered = [k for k in METRIC_LABELS if k in metrics] + [k for k in metrics if k not in METRIC_LABELS]
     for key in ordered:
@@ -159,6 +160,13 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         click.echo(f"  {label:<{width}}  {text}")
     if baselines:
         _print_baselines(metrics, baselines)
+    if quality:
+        click.echo(f"samples ({quality['n']:,} from {quality['sampler']}), {quality['score']}:")
+        click.echo(f"  Fréchet distance to the test images  {quality['fd']:.3f}   ({quality['note']})")
+        click.echo(f"  classifier confidence                {quality['confidence']:.4f}")
+        click.echo(f"  classes covered (>= 1% of samples)   {quality['classes_covered']} of {len(quality['classes'])}")
+        shares = "  ".join(f"{c}:{k / quality['n']:.0%}" for c, k in zip(quality["classes"], quality["class_histogram"]))
+        click.echo(f"  samples per class                    {shares}")
 
 
 def _print_baselines(model_metrics: dict, baselines: dict) -> None:
@@ -366,7 +374,12 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
               help="Samples per image for --nll  [default: 1000; 5000 is the figure papers publish]")
 @click.option("--nll-images", type=click.IntRange(min=1), default=None, metavar="N",
               help="Estimate the likelihood on the first N images of the split only  [default: all]")
-def evaluate(run_dir, dataset, data_dir, device, as_json, nll, nll_samples, nll_images):
+@click.option("--samples", type=click.IntRange(2, 100_000), default=None, metavar="N",
+              help="Also score N generated images by their Fréchet distance to the test images in aekit's "
+                   "own classifier's features (not Inception FID), confidence and classes covered.")
+@click.option("--sampler", default="prior", show_default=True, metavar="prior|gmm[:K]",
+              help="What --samples draws from: the model's prior, or a Gaussian mixture fitted to its codes.")
+def evaluate(run_dir, dataset, data_dir, device, as_json, nll, nll_samples, nll_images, samples, sampler):
     """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs.
 
     Denoise and super-resolution runs are also compared with baselines on the same images:
@@ -396,7 +409,7 @@ def evaluate(run_dir, dataset, data_dir, device, as_json, nll, nll_samples, nll_
     try:
         metrics = evaluate_run(run_dir, dataset=dataset, data_dir=data_dir, device=device,
                                nll_samples=(nll_samples or 1000) if nll else None, nll_images=nll_images,
-                               progress=progress)
+                               progress=progress, samples=samples, sampler=sampler)
     finally:
         if bar is not None:
             bar.close()
