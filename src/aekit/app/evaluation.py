@@ -91,9 +91,9 @@ def sample_quality(run: Run, n: int, *, sampler: str = "prior", dataset: str | N
     from .inspect import code_mixture
 
     model = run.model
-    kind, components = parse_sampler(sampler)
+    source, components = parse_sampler(sampler)
     generator = torch.Generator().manual_seed(run.config.train.seed)
-    if kind == "gmm":
+    if source == "gmm":
         z = code_mixture(run, components, dataset=dataset, data_dir=data_dir).sample(n, generator=generator)
         images = decode_latents(model, z)
         name = f"Gaussian mixture of {components} fitted to the training codes"

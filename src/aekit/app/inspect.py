@@ -108,11 +108,11 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
     _check_n(n, "sample", 1, MAX_SAMPLES)
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"--temperature must be a positive number, got {temperature}")
-    kind, components = parse_sampler(sampler)
+    source, components = parse_sampler(sampler)
     run = Run.open(run_dir, device=device)
     model = run.model
     lv.check_label(model, label)
-    if kind == "gmm":
+    if source == "gmm":
         if model.conditional:
             raise ConfigError("--sampler gmm draws codes without a label; for a conditional model use --sampler prior")
         mixture = code_mixture(run, components, dataset=dataset, data_dir=data_dir)

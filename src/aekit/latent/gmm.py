@@ -27,11 +27,11 @@ MAX_FIT_CODES = 20_000  # enough to fit 10 full-covariance components in 16-D we
 
 
 def parse_sampler(text: str) -> tuple[str, int | None]:
-    """``prior`` or ``gmm`` or ``gmm:K`` -> (kind, components)."""
-    kind, _, count = text.partition(":")
-    if kind == "prior" and not count:
+    """``prior`` or ``gmm`` or ``gmm:K`` -> (source, components)."""
+    source, _, count = text.partition(":")
+    if source == "prior" and not count:
         return "prior", None
-    if kind == "gmm":
+    if source == "gmm":
         if not count:
             return "gmm", DEFAULT_COMPONENTS
         if count.isdigit() and 1 <= int(count) <= MAX_COMPONENTS:
