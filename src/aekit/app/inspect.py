@@ -120,6 +120,8 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
         t = f", temperature {temperature:g}" if temperature != 1 else ""
         panels = {f"Gaussian mixture of {components} fitted to the training codes{t}": lv.decode_latents(model, z)}
         return plots.panels_figure(panels, title=f"samples from {_title(run)}")
+    if not model.generative and type(model).generative:
+        model.sample(n)  # a family that samples once a second stage is trained says which (vq-vae: train-prior)
     codes = None
     if not model.generative:
         train = run.splits(dataset, data_dir).train

@@ -213,7 +213,7 @@ def _section_samples(ctx: _Context) -> str | None:
     cols = model.num_classes if model.conditional else 8
     fig = plots.panels_figure(panels, cols=cols)
     if model.generative:
-        caption = "Decodes of draws from the prior N(0, I)"
+        caption = f"Decodes of draws from the prior, {model.describe_prior()}"
         caption += ", one label per column." if model.conditional else "."
     else:
         caption = ("A plain autoencoder has no prior. Left: draws from a Gaussian fitted to encoded training "

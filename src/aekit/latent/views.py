@@ -137,8 +137,8 @@ def sample_panels(model, n: int, *, codes: Tensor | None = None, label: int | No
         images = model.sample(n, label=label, temperature=temperature, generator=generator).float().cpu()
         if model.conditional:
             which = f"label {label}" if label is not None else "labels 0, 1, 2, ... in turn"
-            return {f"prior N(0, I){t}, {which}": images}
-        return {f"prior N(0, I){t}": images}
+            return {f"prior {model.describe_prior()}{t}, {which}": images}
+        return {f"prior {model.describe_prior()}{t}": images}
     if codes is None:
         raise ConfigError(f"{model.registry_name} has no prior: pass the encoded dataset (codes) to sample from")
     fitted = empirical_samples(codes, n, generator=generator, temperature=temperature)  # (n, D)

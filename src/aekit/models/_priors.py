@@ -49,6 +49,11 @@ class PriorChoice:
     def _mixture(self) -> Posterior:
         return self.encode(self.pseudo_inputs())  # K components: (K, D) each
 
+    def describe_prior(self) -> str:
+        if self.pseudo_inputs is None:
+            return super().describe_prior()
+        return f"VampPrior ({self.config.pseudo_inputs} pseudo-inputs)"
+
     def log_prior(self, z: Tensor) -> Tensor:
         if self.pseudo_inputs is None:
             return super().log_prior(z)

@@ -228,6 +228,10 @@ class Autoencoder(nn.Module):
                              posterior.logvar.unsqueeze(0).expand(k, b, d).reshape(k * b, d))
         return (log_px_z + self.log_prior(flat) - repeated.log_prob(flat)).reshape(k, b)
 
+    def describe_prior(self) -> str:
+        """The prior's name, for captions: "N(0, I)" here."""
+        return "N(0, I)"
+
     def log_prior(self, z: Tensor) -> Tensor:
         """log p(z) per code under the model's prior: N(0, I) here.  (B,)"""
         return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=1)
