@@ -27,8 +27,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..models.base import Autoencoder
 
-DEFAULT_SAMPLES = 1000
-PUBLISHED_SAMPLES = 5000  # what papers report; the README's figures use it
+DEFAULT_SAMPLES = 1000  # papers publish K = 5000; the README's figures use it
 # Decoded images in flight at once (chunk of samples x images): about 30 MB for 28x28 floats.
 MAX_DECODES_IN_FLIGHT = 10_000
 

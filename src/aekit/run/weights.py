@@ -37,11 +37,7 @@ def build_from_config(cfg: RunConfig, source: str = CONFIG_NAME) -> torch.nn.Mod
 
     Its size is checked first, on the meta device, so a config asking for a huge model
     allocates nothing."""
-    state = meta_state(cfg, source)
-    need = sum(t.numel() * t.element_size() for t in state.values())
-    if need > MAX_WEIGHT_BYTES:
-        raise CheckpointError(f"{source}: describes a model with {need:,} bytes of weights, above aekit's limit of "
-                              f"{MAX_WEIGHT_BYTES:,}; choose smaller layers")
+    _check_size(meta_state(cfg, source), source, "choose smaller layers")
     try:
         return build_model(cfg.model, config_from_dict(cfg.model, dict(cfg.model_config)))
     except CheckpointError:
@@ -84,10 +80,7 @@ def check_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> N
     model's.  Every refusal is one line naming the file.
     """
     expected = meta_state(cfg, source)
-    need = sum(t.numel() * t.element_size() for t in expected.values())
-    if need > MAX_WEIGHT_BYTES:
-        raise CheckpointError(f"{source}: describes a model with {need:,} bytes of weights, above aekit's limit of "
-                              f"{MAX_WEIGHT_BYTES:,}; the config was edited or is not aekit's")
+    _check_size(expected, source, "the config was edited or is not aekit's")
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing weights file; the run folder is incomplete "
                               "(copy it again, or train it with `aekit train`)")
@@ -98,18 +91,31 @@ def check_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> N
         raise CheckpointError(
             f"{weights}: not a valid safetensors file ({_one_line(err)}); the file is corrupt, truncated or not aekit's"
         ) from None
-    missing = sorted(set(expected) - set(header))
-    extra = sorted(set(header) - set(expected))
-    if missing or extra:
-        raise CheckpointError(
-            f"{weights}: weights do not match the model in config.json "
-            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})"
-        )
+    _check_names(weights, expected, header)
     for key, (shape, dtype) in header.items():
         want = expected[key]
         if shape != tuple(want.shape) or _DTYPES.get(dtype) != want.dtype:
             raise CheckpointError(f"{weights}: tensor {key} is {shape} {_DTYPES.get(dtype, dtype)}, "
                                   f"the model needs {tuple(want.shape)} {want.dtype}")
+
+
+def _check_names(path: Path, expected, found) -> None:
+    """Refuse weights whose tensor names are not the model's, naming a few of each kind."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{path}: weights do not match the model in config.json "
+            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})"
+        )
+
+
+def _check_size(state: dict[str, torch.Tensor], source: str, fix: str) -> None:
+    """Refuse a model whose weights would take more than :data:`MAX_WEIGHT_BYTES`."""
+    need = sum(t.numel() * t.element_size() for t in state.values())
+    if need > MAX_WEIGHT_BYTES:
+        raise CheckpointError(f"{source}: describes a model with {need:,} bytes of weights, above aekit's limit of "
+                              f"{MAX_WEIGHT_BYTES:,}; {fix}")
 
 
 def _one_line(err: BaseException) -> str:
@@ -126,13 +132,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: not a valid safetensors file ({err}); the file is corrupt or not aekit's") from None
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise CheckpointError(
-            f"{path}: weights do not match the model in config.json "
-            f"(missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})"
-        )
+    _check_names(path, expected, state)
     for key, tensor in state.items():
         want = expected[key]
         if tensor.shape != want.shape or tensor.dtype != want.dtype:
