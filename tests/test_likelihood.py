@@ -121,3 +121,50 @@ def test_evaluate_nll_through_the_cli(make_run):
     assert again["nll"] == metrics["nll"]  # a fixed seed: the same figure twice
     refused = CliRunner().invoke(main, ["evaluate", str(make_run("dense-ae")), "--nll"])
     assert refused.exit_code == 1 and "not variational" in refused.output
+
+
+def test_evaluations_are_stored_and_shown_by_the_report_and_the_explorer(make_run, tmp_path):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from aekit.app.report import render_report
+    from aekit.cli import main
+    from aekit.web.app import create_app
+
+    run = tmp_path / "run"
+    shutil.copytree(make_run("vae"), run)
+    fresh = render_report(run)  # nothing stored yet: the report draws a quick sample score itself
+    assert "Likelihood and sample quality" in fresh and "drawn for this report" in fresh
+
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--nll-samples", "20", "--nll-images", "30",
+                                       "--samples", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    stored = json.loads((run / "evaluations.json").read_text())
+    nll = stored["nll mnist-5k test K=20 N=30"]
+    assert nll["nll"] == printed["nll"] and nll["nll_se"] == printed["nll_se"] and nll["seconds"] >= 0
+    samples = stored["samples mnist-5k prior N=200"]
+    assert samples["fd"] == printed["sample_quality"]["fd"]
+    assert sum(samples["class_histogram"].values()) == 200
+
+    # measuring again with other settings adds a record; the same settings replace theirs
+    assert CliRunner().invoke(main, ["evaluate", str(run), "--nll-samples", "10", "--nll-images", "30"]).exit_code == 0
+    assert set(json.loads((run / "evaluations.json").read_text())) == set(stored) | {"nll mnist-5k test K=10 N=30"}
+
+    page = render_report(run)
+    assert f"{printed['nll']:.4f}" in page and f"{samples['fd']:.4f}" in page
+    assert "drawn for this report" not in page  # the stored score is shown instead
+    info = TestClient(create_app([run])).get("/api/run").json()
+    assert info["evaluations"]["nll mnist-5k test K=20 N=30"]["nll"] == pytest.approx(printed["nll"])
+
+
+def test_the_nll_subset_is_spread_over_the_split():
+    from aekit.app.evaluation import evenly_spread
+
+    assert list(range(10))[evenly_spread(10, 3)] == [0, 3, 6]
+    assert list(range(5))[evenly_spread(5, None)] == list(range(5))
+    assert list(range(5))[evenly_spread(5, 9)] == list(range(5))
+    assert len(range(10_000)[evenly_spread(10_000, 3000)]) == 3000

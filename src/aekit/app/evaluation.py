@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import AekitError, ConfigError
 from ..run.folder import Run
 
 SPLITS = ("train", "val", "test")
@@ -42,7 +43,8 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
 
     With ``nll_samples`` = K, also the importance-sampled negative log-likelihood
     (:mod:`aekit.eval.likelihood`): "nll" and its standard error "nll_se" over the images, in
-    nats per image, on the first ``nll_images`` images of the split (all by default);
+    nats per image, on ``nll_images`` images spread evenly over the split (all by default: the
+    first images of MNIST's test split are easier than the rest, so a prefix would flatter);
     ``progress(n)`` is told as images are finished.
 
     With ``samples`` = N, also "sample_quality": N generated images (``sampler``: the model's
@@ -64,18 +66,67 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
                               "instead: --sampler gmm")
     splits = run.splits(dataset, data_dir)
     metrics = score(model, run.task, splits, seed=run.config.train.seed, split=split)
+    scored_on = dataset or run.config.data.dataset
+    stored: dict[str, dict[str, Any]] = {}
     if nll_samples is not None:
         from ..eval.likelihood import estimate_log_likelihood
 
         data = getattr(splits, split)
-        n = len(data) if nll_images is None else min(nll_images, len(data))
-        labels = data.labels[:n] if data.labels is not None else None
-        estimate = estimate_log_likelihood(model, data.images[:n], labels, samples=nll_samples,
+        picked = evenly_spread(len(data), nll_images)
+        labels = data.labels[picked] if data.labels is not None else None
+        started = time.perf_counter()
+        estimate = estimate_log_likelihood(model, data.images[picked], labels, samples=nll_samples,
                                            seed=run.config.train.seed, progress=progress)
         metrics.update(estimate.as_dict())
+        key = f"nll {scored_on} {split} K={estimate.samples} N={int(estimate.log_likelihood.numel())}"
+        stored[key] = {"measured": "nll", "dataset": scored_on, "split": split, **estimate.as_dict(),
+                       "seconds": round(time.perf_counter() - started, 1)}
     if samples is not None:
+        started = time.perf_counter()
         metrics["sample_quality"] = sample_quality(run, samples, sampler=sampler, dataset=dataset, data_dir=data_dir)
+        quality = metrics["sample_quality"]
+        record = {k: v for k, v in quality.items() if not isinstance(v, list)}  # JSON records hold no lists
+        if "classes" in quality:
+            record["class_histogram"] = dict(zip(quality["classes"], quality["class_histogram"]))
+        stored[f"samples {scored_on} {sampler} N={samples}"] = {
+            "measured": "sample_quality", "dataset": scored_on, "sampler_option": sampler, **record,
+            "seconds": round(time.perf_counter() - started, 1)}
+    if stored:
+        store_evaluations(run, stored)
     return metrics
+
+
+def store_evaluations(run: Run, records: dict[str, dict[str, Any]]) -> Path | None:
+    """Add ``records`` to the run's ``evaluations.json`` (atomically), so that the report and the
+    explorer show what was measured without measuring it again.  A folder that cannot be written
+    (a shipped or downloaded model) keeps nothing, and says so in the log."""
+    import json
+    import logging
+    import os
+
+    from ..fileio import atomic_write_text
+    from ..run.layout import EVALUATIONS_NAME
+
+    path = run.path / EVALUATIONS_NAME
+    if not os.access(run.path, os.W_OK):
+        logging.getLogger(__name__).info("%s is read-only; the evaluation is printed but not stored", run.path)
+        return None
+    try:
+        merged = {**run.evaluations(), **records}
+    except AekitError:  # an unreadable old file is replaced rather than blocking the new figures
+        merged = dict(records)
+    stamped = {key: {**record, "date": time.strftime("%Y-%m-%d")} if key in records else record
+               for key, record in merged.items()}
+    atomic_write_text(path, json.dumps(stamped, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def evenly_spread(total: int, wanted: int | None) -> slice:
+    """Every k-th index of ``range(total)``, ``wanted`` of them (all when None): a subset that
+    samples the whole split, and the same one every time."""
+    if wanted is None or wanted >= total:
+        return slice(0, total)
+    return slice(0, (total // wanted) * wanted, total // wanted)
 
 
 def sample_quality(run: Run, n: int, *, sampler: str = "prior", dataset: str | None = None,

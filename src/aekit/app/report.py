@@ -243,6 +243,43 @@ def _section_manifold(ctx: _Context) -> str | None:
                 "latent manifold")
 
 
+REPORT_SAMPLES = 1000  # a quick sample score when `aekit evaluate --samples` stored none
+
+
+def _section_generative(ctx: _Context) -> str | None:
+    """The likelihood and sample scores `aekit evaluate` stored; a quick sample score when none."""
+    from ..eval.sample_quality import SCORERS
+
+    rows: dict[str, dict] = {}
+    for record in ctx.run.evaluations().values():
+        when = {"date": record.get("date", ""), "seconds": record.get("seconds", "")}
+        if record.get("measured") == "nll":
+            name = (f"NLL, K={record.get('nll_samples')} importance samples, {record.get('nll_images')} "
+                    f"{record.get('split')} images of {record.get('dataset')}")
+            rows[name] = {"nats per image": record.get("nll"), "standard error": record.get("nll_se"),
+                          "-ELBO (same samples)": record.get("nll_negative_elbo"), **when}
+        elif record.get("measured") == "sample_quality":
+            name = f"{record.get('n')} samples from {record.get('sampler')} ({record.get('dataset')})"
+            rows[name] = {"FD": record.get("fd"), "confidence": record.get("confidence"),
+                          "classes covered": record.get("classes_covered"), **when}
+    scored = any("FD" in row for row in rows.values())
+    if (not scored and ctx.model.generative and ctx.cfg.data.dataset in SCORERS and ctx.task.target_is_input
+            and tuple(ctx.model.out_shape) == (1, 28, 28)):
+        from .evaluation import sample_quality
+
+        quick = sample_quality(ctx.run, REPORT_SAMPLES)
+        rows[f"{quick['n']} samples from {quick['sampler']} (drawn for this report)"] = {
+            "FD": quick["fd"], "confidence": quick["confidence"], "classes covered": quick["classes_covered"]}
+    if not rows:
+        return None
+    return _grid_table(rows) + (
+        '<p class="note">NLL: the importance-sampled negative log-likelihood (lower is better; K = 5000 is the '
+        "figure papers publish), from <code>aekit evaluate RUN --nll --nll-samples K</code>. FD: the Fréchet "
+        "distance between samples and the test images on the features of aekit's shipped LeNet (lower is "
+        "better; not comparable with Inception FID), from <code>aekit evaluate RUN --samples N [--sampler gmm:K]"
+        "</code>; confidence: the classifier's mean top probability on the samples.</p>")
+
+
 # (id, heading, builder, needs data)
 _SECTIONS: list[tuple[str, str, Callable[[_Context], str | None], bool]] = [
     ("config", "Configuration", _section_config, False),
@@ -250,6 +287,7 @@ _SECTIONS: list[tuple[str, str, Callable[[_Context], str | None], bool]] = [
     ("curves", "Loss curves", _section_curves, False),
     ("reconstructions", "Reconstructions", _section_reconstructions, True),
     ("samples", "Samples", _section_samples, True),
+    ("generative", "Likelihood and sample quality", _section_generative, True),
     ("scatter", "Latent space", _section_scatter, True),
     ("manifold", "Latent manifold", _section_manifold, True),
 ]
@@ -322,7 +360,7 @@ def write_report(run: Run | str | Path, *, splits=None, data_dir: str | None = N
     """
     if not isinstance(run, Run):
         run = Run.open(run, device="auto")
-    path = run.file(REPORT_NAME)
+    path = run.output_file(REPORT_NAME)  # a pretrained or Hub model's goes to aekit's cache, not the package
     atomic_write_text(path, render_report(run, splits=splits, data_dir=data_dir))
     log.info("wrote %s", path)
     return path

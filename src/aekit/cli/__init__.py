@@ -373,7 +373,7 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
 @click.option("--nll-samples", type=click.IntRange(1, 1_000_000), default=None, metavar="K",
               help="Samples per image for --nll  [default: 1000; 5000 is the figure papers publish]")
 @click.option("--nll-images", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Estimate the likelihood on the first N images of the split only  [default: all]")
+              help="Estimate the likelihood on N images spread evenly over the split  [default: all]")
 @click.option("--samples", type=click.IntRange(2, 100_000), default=None, metavar="N",
               help="Also score N generated images by their Fréchet distance to the test images in aekit's "
                    "own classifier's features (not Inception FID), confidence and classes covered.")

@@ -63,6 +63,10 @@ class Run:
         """The metrics written at the end of training (``test_metrics.json``), None before."""
         return layout.read_test_metrics(self.path)
 
+    def evaluations(self) -> dict[str, dict[str, Any]]:
+        """What `aekit evaluate` measured and stored after training (``evaluations.json``)."""
+        return layout.read_evaluations(self.path)
+
     @property
     def has_report(self) -> bool:
         return (self.path / layout.REPORT_NAME).is_file()

@@ -6,11 +6,12 @@ Layout of a run folder::
     model.safetensors      the latest weights (replaced atomically after every epoch)
     metrics.jsonl          one JSON object per epoch
     test_metrics.json      the test-split metrics printed at the end of training
+    evaluations.json       what `aekit evaluate` measured later (likelihood, sample scores), by key
     reconstructions.png    test originals above their reconstructions
     report.html            the self-contained run report
     checkpoints/ckpt-E-S/  the resume point: model.safetensors, optimizers.pt, state.json
 
-Only :mod:`aekit.train` writes these (and :mod:`aekit.app` the report); everything else reads
+Only :mod:`aekit.train` writes these (and :mod:`aekit.app` the report and the evaluations); everything else reads
 them through :class:`aekit.run.Run`.
 """
 
@@ -28,6 +29,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 METRICS_NAME = "metrics.jsonl"
 TEST_METRICS_NAME = "test_metrics.json"
+EVALUATIONS_NAME = "evaluations.json"
 RECONSTRUCTIONS_NAME = "reconstructions.png"
 REPORT_NAME = "report.html"
 CHECKPOINTS_DIR = "checkpoints"
@@ -158,6 +160,20 @@ def read_test_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path}: expected a JSON object of metrics, got {type(metrics).__name__}")
     return clean_record(metrics)
+
+
+def read_evaluations(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``evaluations.json``: {key: record} of the measurements `aekit evaluate` stored (empty if none).
+
+    A key names what was measured and how ("nll test K=5000 N=10000"), so measuring the same
+    thing again replaces its record and different measurements sit side by side."""
+    path = Path(run_dir) / EVALUATIONS_NAME
+    if not path.is_file():
+        return {}
+    records = read_json(path, "aekit's stored evaluations", strict_text=False)
+    if not isinstance(records, dict) or not all(isinstance(v, dict) for v in records.values()):
+        raise CheckpointError(f"{path}: expected a JSON object of records; delete it and run `aekit evaluate` again")
+    return {str(key): clean_record(record) for key, record in records.items()}
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

@@ -307,6 +307,11 @@ class RunExplorer:
             log.warning("%s; the page shows no test metrics", err)
             test_metrics = None
         try:
+            evaluations = self.run.evaluations()
+        except (AekitError, OSError) as err:
+            log.warning("%s; the page shows no stored evaluations", err)
+            evaluations = {}
+        try:
             history = self.run.history()
         except (AekitError, OSError) as err:
             log.warning("%s; the page shows no per-epoch metrics", err)
@@ -320,7 +325,7 @@ class RunExplorer:
             "num_classes": model.num_classes, "classes": list(cfg.classes),
             "task_description": self.load().task.describe(),
             "config": to_plain(cfg), "metrics": history, "test_metrics": test_metrics,
-            "has_report": self.has_report,
+            "evaluations": evaluations, "has_report": self.has_report,
         })
 
     # -- loading --------------------------------------------------------------------------

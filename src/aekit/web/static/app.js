@@ -642,6 +642,15 @@ function renderMetrics() {
   if (info.test_metrics) {
     body.append(h("Test split"), table(["metric", "value"], Object.entries(info.test_metrics).map(([k, v]) => [k, num(v)])));
   }
+  const evaluations = Object.entries(info.evaluations || {});
+  if (evaluations.length) {
+    // what `aekit evaluate --nll / --samples` measured and stored after training
+    const describe = (r) => (r.measured === "nll"
+      ? [`NLL ${num(r.nll)} ± ${num(r.nll_se)} nats`, `-ELBO ${num(r.nll_negative_elbo)}`]
+      : [`FD ${num(r.fd)}`, `confidence ${num(r.confidence)}, ${num(r.classes_covered)} classes`]);
+    body.append(h("Likelihood and sample quality"),
+      table(["measured", "value", "also"], evaluations.map(([key, r]) => [key, ...describe(r)])));
+  }
   const rows = info.metrics || [];
   if (rows.length) {
     const trainKeys = Object.keys(rows[0].train || {});
