@@ -54,7 +54,7 @@ def assert_one_error_line(result, *, contains: str | None = None) -> str:
 def run_dir_param(command: click.Command) -> click.Parameter | None:
     """The parameter that names a run folder, if the command takes one."""
     for param in command.params:
-        if isinstance(param, click.Argument) and param.name in ("run_dir", "path"):
+        if isinstance(param, click.Argument) and param.name in ("run_dir", "run_dirs", "path"):
             return param
     for param in command.params:
         if isinstance(param, click.Option) and param.name == "resume":
@@ -112,7 +112,7 @@ def command_line(name: str, run_dir: Path, files, tmp: Path) -> list[str]:
 
 def test_the_matrix_covers_every_command_that_takes_a_run():
     assert {"evaluate", "train", "serve", "sample", "denoise", "upscale"} <= set(RUN_COMMANDS), RUN_COMMANDS
-    assert set(COMMANDS) - set(RUN_COMMANDS) <= {"models", "datasets"}, set(COMMANDS) - set(RUN_COMMANDS)
+    assert set(COMMANDS) - set(RUN_COMMANDS) <= {"models", "datasets", "pretrained", "runs"}, set(COMMANDS) - set(RUN_COMMANDS)
 
 
 @pytest.mark.parametrize("command", RUN_COMMANDS)

@@ -59,12 +59,13 @@ def test_stored_as_arrays_and_read_back_checked():
         CodeMixture.from_bytes(pickled.getvalue(), source="gmm.npz", latent_dim=2)
 
 
-@pytest.mark.parametrize(("text", "parsed"), [("prior", ("prior", None)), ("gmm", ("gmm", 10)), ("gmm:3", ("gmm", 3))])
+@pytest.mark.parametrize(("text", "parsed"), [("prior", ("prior", None)), ("normal", ("normal", None)),
+                                                    ("gmm", ("gmm", 10)), ("gmm:3", ("gmm", 3))])
 def test_sampler_names(text, parsed):
     assert parse_sampler(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["gmm:0", "gmm:x", "gmm:-1", "normal", "prior:2", "gmm:100000"])
+@pytest.mark.parametrize("text", ["gmm:0", "gmm:x", "gmm:-1", "normal:2", "uniform", "prior:2", "gmm:100000"])
 def test_bad_sampler_names(text):
     with pytest.raises(ConfigError, match="--sampler"):
         parse_sampler(text)
@@ -117,6 +118,10 @@ def test_evaluate_scores_samples_from_the_prior_or_a_fitted_mixture(make_run):
     assert prior["sampler"] == "the model's prior" and 0 < prior["confidence"] <= 1
     assert scored(make_run("vae")) == prior  # seeded by the run: the same figure twice
     mixture = scored(make_run("dense-ae"), "--sampler", "gmm:5")  # a plain AE becomes a generator
+    naive = scored(make_run("dense-ae"), "--sampler", "normal")  # N(0, I) codes: the guess a mixture replaces
+    assert naive["sampler"] == "N(0, I) codes" and naive["fd"] != mixture["fd"]
+    # for a VAE with a N(0, I) prior the two name the same distribution and draw the same codes
+    assert scored(make_run("vae"), "--sampler", "normal")["fd"] == pytest.approx(prior["fd"])
     assert mixture["sampler"].startswith("Gaussian mixture of 5") and mixture["n"] == 300
     refused = CliRunner().invoke(main, ["evaluate", str(make_run("dense-ae")), "--samples", "300"])
     assert refused.exit_code == 1 and "--sampler gmm" in refused.output

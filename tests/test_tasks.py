@@ -167,7 +167,7 @@ def test_default_model_follows_the_task(tmp_path):
     cfg = aekit.Run.open(run.run_dir).config
     assert cfg.model == "sr" and cfg.model_config["scale"] == 4 and tuple(cfg.in_shape) == (1, 7, 7)
     assert {name: TASKS[name].default_model for name in task_names()} == \
-        {"reconstruct": "conv-vae", "denoise": "dn", "super-resolution": "sr"}
+        {"reconstruct": "conv-vae", "denoise": "dn", "super-resolution": "sr", "melody": "music-vae"}
     assert set(run.test_metrics["baselines"]) == {"nearest", "bilinear", "bicubic"}
 
 

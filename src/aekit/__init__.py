@@ -2,6 +2,7 @@
 
 >>> import aekit
 >>> model = aekit.load("runs/my-run")            # rebuilt from config.json + model.safetensors
+>>> model = aekit.load("pretrained:mnist-vae-2d")  # shipped with aekit (`aekit pretrained`); or "hf://ORG/NAME"
 >>> posterior = model.encode(x)                  # .mode(), .sample(), .kl()
 >>> x_hat = model.decode(posterior.mode())
 >>> run = aekit.Run.open("runs/my-run")          # its config, task, metrics and data too

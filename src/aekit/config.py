@@ -48,6 +48,7 @@ class DataConfig:
     task: str = "reconstruct"  # reconstruct | denoise | super-resolution (aekit.tasks)
     noise: str | None = None  # denoise only, e.g. "gaussian:0.5"
     scale: int | None = None  # super-resolution only: 2, 3, 4 or 8
+    strict: bool = False  # refuse a folder dataset with a file that cannot be read, instead of skipping it
 
 
 @dataclass
@@ -65,6 +66,8 @@ class TrainConfig:
     precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # autocast below fp32
     channels_last: bool = True  # faster convolutions on CPU (oneDNN) and tensor cores
     num_workers: int = setting(0, minimum=0, maximum=256)  # DataLoader workers for datasets streamed from disk
+    # TensorBoard event files in RUN/tensorboard/ (aekit.app.tensorboard); off: they need an extra package
+    tensorboard: bool = False
 
 
 @dataclass
@@ -73,8 +76,9 @@ class RunConfig:
     model_config: dict[str, Any]
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    in_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1)  # (C, H, W) the model takes
-    out_shape: tuple[int, int, int] = setting((1, 28, 28), minimum=1)  # (C, H, W) it produces
+    # (C, H, W) of the images the model takes and produces, or (T,): the steps of a melody
+    in_shape: tuple[int, ...] = setting((1, 28, 28), minimum=1)
+    out_shape: tuple[int, ...] = setting((1, 28, 28), minimum=1)
     classes: list[str] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
     aekit_version: str = ""
@@ -99,7 +103,12 @@ class RunConfig:
             raise CheckpointError(f"{source}: missing key(s) {', '.join(missing)}")
         raw = dict(raw)
         raw.setdefault("out_shape", raw["in_shape"])
-        return from_plain(cls, raw, source=source, error=CheckpointError)
+        cfg = from_plain(cls, raw, source=source, error=CheckpointError)
+        for key in ("in_shape", "out_shape"):
+            if len(getattr(cfg, key)) not in (1, 3):
+                raise CheckpointError(f"{source}: {key} must be (channels, height, width) or (steps,), "
+                                      f"got {list(getattr(cfg, key))}")
+        return cfg
 
 
 # -- one way between JSON and dataclasses ---------------------------------------------------------

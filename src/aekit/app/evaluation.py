@@ -13,22 +13,12 @@ SPLITS = ("train", "val", "test")
 
 
 def score(model, task, splits, *, seed: int = 0, split: str = "test") -> dict[str, Any]:
-    """Metrics of ``model`` on one of ``splits``, plus "baselines" where the task has them.
-
-    The baselines' parameters are tuned on validation images; when the validation split is the
-    one scored, on training images instead, so that tuning never sees the scored images.
-    """
-    from ..eval.evaluate import evaluate_model
-
+    """Metrics of ``model`` on one of ``splits``, plus "baselines" where the task has them: the
+    task scores its own kind of output (:meth:`aekit.tasks.Task.score`), and tunes its baselines
+    on data other than the scored split."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    data = getattr(splits, split)
-    metrics = evaluate_model(model, data, task, seed=seed)
-    tuning = splits.train if split == "val" else splits.val
-    baselines = task.baselines(tuning, data, seed=seed)
-    if baselines:
-        metrics["baselines"] = baselines
-    return metrics
+    return task.score(model, splits, split=split, seed=seed)
 
 
 def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str | None = None,
@@ -61,6 +51,8 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
         from ..latent.gmm import parse_sampler
 
         load_scorer(run.config.data.dataset)  # a dataset without a scorer is refused first
+        if parse_sampler(sampler)[0] == "normal" and model.conditional:
+            raise ConfigError("--sampler normal draws codes without a label; score a conditional model's prior")
         if parse_sampler(sampler)[0] == "prior" and not model.generative:
             raise ConfigError(f"{model.registry_name} has no prior to sample from; score a fitted mixture "
                               "instead: --sampler gmm")
@@ -75,9 +67,9 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
         picked = evenly_spread(len(data), nll_images)
         labels = data.labels[picked] if data.labels is not None else None
         started = time.perf_counter()
-        estimate = estimate_log_likelihood(model, data.images[picked], labels, samples=nll_samples,
+        estimate = estimate_log_likelihood(model, data.items[picked], labels, samples=nll_samples,
                                            seed=run.config.train.seed, progress=progress)
-        metrics.update(estimate.as_dict())
+        metrics.update(run.task.likelihood_metrics(estimate, model))
         key = f"nll {scored_on} {split} K={estimate.samples} N={int(estimate.log_likelihood.numel())}"
         stored[key] = {"measured": "nll", "dataset": scored_on, "split": split, **estimate.as_dict(),
                        "seconds": round(time.perf_counter() - started, 1)}
@@ -108,7 +100,7 @@ def store_evaluations(run: Run, records: dict[str, dict[str, Any]]) -> Path | No
     from ..run.layout import EVALUATIONS_NAME
 
     path = run.path / EVALUATIONS_NAME
-    if not os.access(run.path, os.W_OK):
+    if run.read_only or not os.access(run.path, os.W_OK):  # read_only: pretrained:NAME, hf://ORG/NAME
         logging.getLogger(__name__).info("%s is read-only; the evaluation is printed but not stored", run.path)
         return None
     try:
@@ -148,6 +140,9 @@ def sample_quality(run: Run, n: int, *, sampler: str = "prior", dataset: str | N
         z = code_mixture(run, components, dataset=dataset, data_dir=data_dir).sample(n, generator=generator)
         images = decode_latents(model, z)
         name = f"Gaussian mixture of {components} fitted to the training codes"
+    elif source == "normal":
+        images = decode_latents(model, torch.randn((n, model.latent_dim), generator=generator))
+        name = "N(0, I) codes"
     else:
         images = torch.cat([model.sample(min(1000, n - start), generator=generator).float().cpu()
                             for start in range(0, n, 1000)])

@@ -120,6 +120,12 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
         t = f", temperature {temperature:g}" if temperature != 1 else ""
         panels = {f"Gaussian mixture of {components} fitted to the training codes{t}": lv.decode_latents(model, z)}
         return plots.panels_figure(panels, title=f"samples from {_title(run)}")
+    if source == "normal":
+        if model.conditional:
+            raise ConfigError("--sampler normal draws codes without a label; for a conditional model use --sampler prior")
+        z = torch.randn((n, model.latent_dim), generator=_generator(seed)) * temperature
+        return plots.panels_figure({"codes drawn from N(0, I)": lv.decode_latents(model, z)},
+                                   title=f"samples from {_title(run)}")
     if not model.generative and type(model).generative:
         model.sample(n)  # a family that samples once a second stage is trained says which (vq-vae: train-prior)
     codes = None
@@ -134,14 +140,34 @@ def sample_figure(run_dir: str | Path, *, n: int = 64, label: int | None = None,
     return plots.panels_figure(panels, title=f"samples from {_title(run)}", cols=cols)
 
 
+def writes_sample_files(run_dir: str | Path) -> bool:
+    """Whether the run's samples are files of their own kind (melodies: MIDI) rather than a
+    figure of images: what its task's data is decides."""
+    return Run.open(run_dir).task.data_kind != "image"
+
+
+def write_sample_files(run_dir: str | Path, out_dir: str | Path | None = None, *, label: int | None = None,
+                       sampler: str = "prior", **options):
+    """Samples of a run whose data is not images, as files in ``out_dir`` (default: the run's
+    ``samples/`` folder; for melodies, :func:`aekit.app.music.write_samples`, whose ``options`` these are)."""
+    from .music import write_samples
+
+    if label is not None:
+        raise ConfigError("--label is for conditional image models; melody models take none")
+    if sampler != "prior":
+        raise ConfigError("--sampler applies to image runs; melody runs sample their prior")
+    out_dir = Run.open(run_dir).output_file("samples") if out_dir is None else out_dir
+    return write_samples(run_dir, out_dir, **options)
+
+
 def code_mixture(run: Run, components: int, *, dataset: str | None = None, data_dir: str | None = None):
     """The run's Gaussian mixture over its training codes: read from ``RUN/gmm-K.npz`` (arrays,
-    no pickle), or fitted on the first :data:`MAX_CODES_FOR_SAMPLING` training images' code
+    no pickle; :meth:`aekit.run.Run.output_file` for read-only runs), or fitted on the first :data:`MAX_CODES_FOR_SAMPLING` training images' code
     means and stored there for next time.  A mixture for another dataset is fitted, never stored."""
     from ..latent.gmm import CodeMixture
 
     model = run.model
-    path = run.file(f"gmm-{components}.npz")
+    path = run.output_file(f"gmm-{components}.npz")  # a pretrained or Hub model's in aekit's cache, not in the package
     own_data = dataset in (None, run.config.data.dataset)
     if own_data and path.is_file():
         return CodeMixture.from_bytes(path.read_bytes(), source=str(path), latent_dim=model.latent_dim)
@@ -180,6 +206,9 @@ def plot(run_dir: str | Path, kind: str, *, dataset: str | None = None, data_dir
         raise ConfigError(f"unknown plot kind {kind!r}; choose one of: {', '.join(PLOT_KINDS)}")
     opts = options or PlotOptions()
     run = Run.open(run_dir, device=device)
+    if kind not in _FROM_HISTORY and run.task.data_kind != "image":
+        raise ConfigError(f"`aekit plot {kind}` draws images, and {run.path} holds {run.task.data_plural}: see its "
+                          "report (piano rolls), `aekit sample`, `aekit interpolate` or `aekit serve`")
     _check_kind_options(kind, opts, run.model)
     if kind in _FROM_HISTORY:
         return _FROM_HISTORY[kind](run)
@@ -483,9 +512,9 @@ def compare_pca(run_dir: str | Path, *, dataset: str | None = None, data_dir: st
     from ..data import ImageSet
 
     run = Run.open(run_dir, device=device)
-    if not run.task.target_is_input:
-        raise ConfigError(f"compare-pca compares reconstructions; this run was trained for {run.task.describe()}. "
-                          "Use a run trained with --task reconstruct")
+    if not run.task.target_is_input or run.task.data_kind != "image":
+        raise ConfigError(f"compare-pca compares reconstructions of images; this run was trained for "
+                          f"{run.task.describe()}. Use a run trained with --task reconstruct")
     splits = run.splits(dataset, data_dir)
     train = ImageSet(*lv.first_images(splits.train))  # a streamed training set is decoded here
     return compare_with_pca(run.model, train, splits.test, k=k)

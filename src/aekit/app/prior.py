@@ -93,6 +93,12 @@ def train_prior(run_dir: str | Path, *, epochs: int = 6, batch_size: int = 128, 
     check_positive("--batch-size", batch_size, integer=True)
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"--lr must be a positive number, got {lr}")
+    from ..run.sources import resolve
+
+    source = resolve(run_dir)
+    if source.read_only:  # pretrained:NAME and hf://ORG/NAME are read, never written
+        raise ConfigError(f"{source.spec}: a shipped or downloaded model is not written to; copy it to a folder "
+                          f"with `aekit export {source.spec} DIR`, then train the prior there: aekit train-prior DIR")
     layout.read_config(run_dir)  # a folder that is no run is named as such, before a lock file is made in it
     lock = RunLock(run_dir).acquire()  # before the model is read: a trainer may be rewriting it
     try:

@@ -142,6 +142,8 @@ class _Context:
 
     def vector_latent(self) -> bool:
         """Whether the latent-space sections apply: a bottleneck of vectors that decode."""
+        if self._vector is None and self.task.data_kind != "image":
+            self._vector = False  # those sections draw images; a melody run's rolls are in their own sections
         if self._vector is None:
             test = self.splits.test
             self._vector = lv.is_bottleneck(self.model) and lv.has_vector_latent(self.model, test.images, test.labels)
@@ -172,7 +174,7 @@ def _section_metrics(ctx: _Context) -> str | None:
     for key, value in metrics.items():
         if not isinstance(value, dict):
             continue
-        title = "Baselines on the same test images" if key == "baselines" else key
+        title = "Baselines on the same test data" if key == "baselines" else METRIC_LABELS.get(key, key)
         out.append(f"<h3>{_e(title)}</h3>")
         if value and all(isinstance(v, dict) for v in value.values()):
             out.append(_grid_table(value))
@@ -190,6 +192,8 @@ def _section_curves(ctx: _Context) -> str | None:
 
 
 def _section_reconstructions(ctx: _Context) -> str:
+    if ctx.task.data_kind != "image":
+        return _melody_reconstructions(ctx)
     n = min(RECONSTRUCTIONS, len(ctx.splits.test))
     fig = inspect.reconstructions_figure(ctx.model, ctx.task, ctx.splits.test, n=n, seed=ctx.seed,
                                          title=ctx.task.describe())
@@ -203,6 +207,8 @@ def _section_reconstructions(ctx: _Context) -> str:
 
 def _section_samples(ctx: _Context) -> str | None:
     model = ctx.model
+    if ctx.task.data_kind != "image":
+        return _melody_samples(ctx)
     if not model.generative and (not ctx.task.target_is_input or not ctx.vector_latent()):
         return None
     codes = None
@@ -220,6 +226,28 @@ def _section_samples(ctx: _Context) -> str | None:
                    "images decode to plausible images. Right: random codes of the same overall scale mostly "
                    "land where no image was encoded, and decode to blobs.")
     return _img(fig, caption, "samples")
+
+
+MELODIES = 8  # piano rolls of reconstructions and samples on a melody run's report
+
+
+def _melody_reconstructions(ctx: _Context) -> str:
+    from .music import reconstructions_figure
+
+    n = min(MELODIES, len(ctx.splits.test))
+    fig = reconstructions_figure(ctx.model, ctx.splits.test, n=n)
+    return _img(fig, f"The first {n} test melodies (top) above their reconstructions: each encoded to its posterior "
+                     "mean and decoded greedily, every step reading the decoder's own last choice. Dark: a note "
+                     "struck; light: held; grey lines: bar lines.", "piano rolls of test melodies and reconstructions")
+
+
+def _melody_samples(ctx: _Context) -> str:
+    from .music import draw_samples, samples_figure
+
+    fig = samples_figure(draw_samples(ctx.model, MELODIES, temperature=1.0, seed=ctx.seed))
+    return _img(fig, f"{MELODIES} samples: codes drawn from {ctx.model.describe_prior()}, each step drawn from the "
+                     "decoder's softmax (temperature 1; `aekit sample RUN -o DIR --temperature 0.5` writes tidier "
+                     "ones as MIDI files).", "piano rolls of samples")
 
 
 def _section_scatter(ctx: _Context) -> str | None:

@@ -44,6 +44,7 @@ OPTIONS = {
     "image_size": "data.image_size",
     "channels": "data.channels",
     "task": "data.task",
+    "strict": "data.strict",
     "noise": "data.noise",
     "scale": "data.scale",
     "epochs": "train.epochs",
@@ -53,13 +54,15 @@ OPTIONS = {
     "device": "train.device",
     "precision": "train.precision",
     "workers": "train.num_workers",
+    "tensorboard": "train.tensorboard",
     "latent_dim": "model.latent_dim",
     "beta": "model.beta",
     "recon_loss": "model.recon_loss",
 }
 # What may change when a run is continued: how long it trains, and where (its data's folder, its
-# device, its loader processes).  Anything else would make the resumed run another run.
-RESUMABLE = ("train.epochs", "train.device", "data.data_dir", "train.num_workers")
+# device, its loader processes), and whether it also writes TensorBoard files (they only watch it).
+# Anything else would make the resumed run another run.
+RESUMABLE = ("train.epochs", "train.device", "data.data_dir", "train.num_workers", "train.tensorboard")
 SECTIONS = {"data": DataConfig, "train": TrainConfig}
 
 # A streamed training split has no images tensor; the report gets this many of its images
@@ -146,11 +149,16 @@ def plan_config(*, config_file: str | Path | None = None, model: str | None = No
         section, key = name.split(".")
         values[section][key] = value
 
+    if "task" not in values["data"]:  # the default follows the data: melodies get the melody task
+        values["data"]["task"] = _default_task(values["data"])
     data = from_plain(DataConfig, values["data"], source="data")
     train = from_plain(TrainConfig, values["train"], source="train")
     task = _task_class(data.task)
     name = model or base_model or task.default_model
-    config_cls, _ = lookup(name)
+    config_cls, model_cls = lookup(name)
+    from ..tasks import check_task_data
+
+    check_task_data(task, data.dataset, name, model_cls.data_kind)
     # the model's values are checked now, by their fields' own ranges, before any data is loaded
     from_plain(config_cls, values["model"], source=f"model {name!r}", partial=True)
     return RunConfig(model=name, model_config=values["model"], data=data, train=train,
@@ -169,7 +177,7 @@ def _parse_settings(settings, model: str | None, data_values: dict[str, Any]) ->
                               "(for example --set model.channels=16,32 or --set train.warmup_steps=200)")
         if section == "model":
             if model is None:
-                model = out.get("data.task") or data_values.get("task") or "reconstruct"
+                model = out.get("data.task") or data_values.get("task") or _default_task(data_values)
                 model = _task_class(model).default_model
             config_cls, _ = lookup(model)
         else:
@@ -181,6 +189,13 @@ def _parse_settings(settings, model: str | None, data_values: dict[str, Any]) ->
         hint, fld = hints[field]
         out[key] = parse_value(text, hint, fld, where=f"--set {key}")
     return out
+
+
+def _default_task(data_values: dict[str, Any]) -> str:
+    """--task's default for the dataset in ``data_values`` (reconstruct; melody for melodies)."""
+    from ..tasks import task_for_dataset
+
+    return task_for_dataset(data_values.get("dataset") or DataConfig().dataset)
 
 
 def _task_class(name: str):
@@ -285,6 +300,10 @@ def train(config: RunConfig | None = None, *, model: str | None = None, out: str
         check_positive("--stop-after-epoch", stop_after_epoch, integer=True)
     if out is not None and str(out).strip() == "":  # Path("") is ".", which would train into the current folder
         raise ConfigError("--out is empty; name a folder for the run")
+    if cfg.train.tensorboard:  # a missing extra is refused now, not after the data has loaded
+        from .tensorboard import require_tensorboard
+
+        require_tensorboard()
     with session(resolve_device(cfg.train.device)) as dev:
         return _train(dev, cfg, out=out, resume=resume, callbacks=callbacks, stop_after_epoch=stop_after_epoch,
                       evaluate_test=evaluate_test, write_report=write_report, stream=stream)
@@ -350,7 +369,7 @@ def _train_locked(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epo
         rank0_then_broadcast(lock_and_clean)
 
     splits = load_dataset(cfg.data.dataset, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                          channels=cfg.data.channels, seed=cfg.train.seed, stream=stream)
+                          channels=cfg.data.channels, seed=cfg.train.seed, stream=stream, strict=cfg.data.strict)
     target_shape = splits.in_shape
     in_shape = task.input_shape(target_shape)
     if resume is None:
@@ -387,8 +406,17 @@ def _train_locked(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epo
     # A full disk is refused now, not after an epoch of training; only rank 0 writes, so only its disk counts.
     rank0_then_broadcast(lambda: ckpt.check_free_space(run_dir, net))
     trainer = Trainer(net, splits.train, splits.val, cfg, run_dir, task=task, device=dev, callbacks=callbacks)
-    with cpu_threads(dev, workers=cfg.train.num_workers if trainer.streamed else 0):
-        result = trainer.fit(resume=resume is not None, stop_after_epoch=stop_after_epoch)
+    board = None
+    if cfg.train.tensorboard and rank == 0:  # only rank 0 writes files
+        from .tensorboard import TensorBoardLog
+
+        board = TensorBoardLog.attach(trainer)
+    try:
+        with cpu_threads(dev, workers=cfg.train.num_workers if trainer.streamed else 0):
+            result = trainer.fit(resume=resume is not None, stop_after_epoch=stop_after_epoch)
+    finally:
+        if board is not None:
+            board.close()
     if world > 1:
         torch.distributed.barrier()
 
@@ -409,7 +437,7 @@ def _train_locked(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epo
         if write_report:
             from .report import write_report as _write_report
 
-            if not isinstance(getattr(splits.train, "images", None), torch.Tensor):  # streamed
+            if not isinstance(getattr(splits.train, "items", None), torch.Tensor):  # streamed
                 splits = dataclasses.replace(splits, train=splits.train.load(REPORT_TRAIN_IMAGES))
             run = Run(Path(run_dir), cfg)
             run.model = net  # the trained model and its data are at hand: the report need not load them again
@@ -424,6 +452,11 @@ def save_reconstructions(model, task, data, path: Path, *, n: int = 10, seed: in
     from ..latent import views as lv
     from ..viz import plots, save_figure
 
+    if task.data_kind != "image":  # melodies: piano rolls
+        from .music import reconstructions_figure
+
+        return save_figure(reconstructions_figure(model, data, n=n, title=f"{model.registry_name}: "
+                                                  f"{task.describe()}"), path)
     n = min(n, len(data))
     labels = data.labels[:n] if data.labels is not None else None
     rows = lv.before_after(model, task, data.images[:n], labels, generator=torch.Generator().manual_seed(seed))

@@ -150,7 +150,9 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         return
     baselines = metrics.get("baselines")
     quality = metrics.get("sample_quality")
-    metrics = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality")}
+    # other tables ({row: {column: value}}, e.g. a melody run's music statistics) follow the scalars
+    tables = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality") and isinstance(v, dict)}
+    metrics = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality") and k not in tables}
     width = max(len(METRIC_LABELS.get(k, k)) for k in metrics)
     ordered = [k for k in METRIC_LABELS if k in metrics] + [k for k in metrics if k not in METRIC_LABELS]
     for key in ordered:
@@ -158,8 +160,15 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         label = METRIC_LABELS.get(key, key)
         text = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
         click.echo(f"  {label:<{width}}  {text}")
-    if baselines:
+    if baselines and any("psnr" in b for b in baselines.values()):
         _print_baselines(metrics, baselines)
+    elif baselines:  # in the model's own metrics, one column each (melodies: accuracies, NLL per step)
+        columns = {key for b in baselines.values() for key in b} - {"param"}
+        tuned = "; ".join(f"{name}: {b['param']}" for name, b in baselines.items() if b.get("param"))
+        _print_table("baselines on the same data" + (f" ({tuned})" if tuned else ""),
+                     {"this model": {k: v for k, v in metrics.items() if k in columns}, **baselines})
+    for key, table in tables.items():
+        _print_table(METRIC_LABELS.get(key, key), table)
     if quality:
         click.echo(f"samples ({quality['n']:,} from {quality['sampler']}), {quality['score']}:")
         click.echo(f"  Fréchet distance to the test images  {quality['fd']:.3f}   ({quality['note']})")
@@ -167,6 +176,35 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         click.echo(f"  classes covered (>= 1% of samples)   {quality['classes_covered']} of {len(quality['classes'])}")
         shares = "  ".join(f"{c}:{k / quality['n']:.0%}" for c, k in zip(quality["classes"], quality["class_histogram"]))
         click.echo(f"  samples per class                    {shares}")
+
+
+def _print_table(title: str, rows: dict[str, dict]) -> None:
+    """{row: {column: value}} as a table, turned whichever way is narrower."""
+    from ..eval.evaluate import METRIC_LABELS
+
+    keys = list(dict.fromkeys(k for values in rows.values() for k in values if k != "param"))
+
+    def label(name: str) -> str:
+        return name if name in rows else METRIC_LABELS.get(name, name.replace("_", " "))
+
+    def span(names: list[str]) -> int:
+        return sum(max(len(label(n)), 8) + 2 for n in names)
+
+    across, down = (list(rows), keys) if span(list(rows)) < span(keys) else (keys, list(rows))
+
+    def cell(row: str, column: str) -> str:
+        name, key = (column, row) if column in rows else (row, column)
+        value = rows[name].get(key)
+        if value is None or isinstance(value, str):
+            return "-" if value is None else value
+        return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
+
+    click.echo(f"{title}:")
+    width = max(len(label(d)) for d in down)
+    widths = [max(len(label(a)), 8) for a in across]
+    click.echo(f"  {'':<{width}}  " + "  ".join(f"{label(a):>{w}}" for a, w in zip(across, widths)))
+    for d in down:
+        click.echo(f"  {label(d):<{width}}  " + "  ".join(f"{cell(d, a):>{w}}" for a, w in zip(across, widths)))
 
 
 def _print_baselines(model_metrics: dict, baselines: dict) -> None:
@@ -192,7 +230,7 @@ _SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION be
 @main.command()
 @click.option("--model", default=None,
               help="Model name (see `aekit models`)  [default: conv-vae; dn for --task denoise, "
-                   "sr for --task super-resolution]")
+                   "sr for --task super-resolution, music-vae for melodies]")
 @click.option("--dataset", default=None, help="Dataset name (see `aekit datasets`) or folder:PATH.  [default: mnist-5k]")
 @click.option("--latent-dim", type=click.IntRange(0, MAX_WIDTH), default=None,
               help="Size of the latent code (model default if omitted).")
@@ -218,8 +256,10 @@ _SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION be
 @click.option("--channels", type=setting_type("data.channels"), default=None, help="1 (grey) or 3 (RGB).")
 @click.option("--device", type=setting_type("train.device"), default=None, help="[default: auto]")
 @click.option("--precision", type=setting_type("train.precision"), default=None, help="[default: fp32]")
-@click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution"]), default=None,
-              help="What the model learns to map  [default: reconstruct]")
+@click.option("--strict", is_flag=True, default=None,
+              help="Refuse a folder dataset (folder:PATH, melodies:PATH) with an unreadable file instead of skipping it.")
+@click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution", "melody"]), default=None,
+              help="What the model learns to map  [default: reconstruct; melody for --dataset melodies]")
 @click.option("--noise", default=None, help="For --task denoise: gaussian:SIGMA, lesson, salt-pepper:P, mask:P.")
 @click.option("--scale", type=int, default=None, help="For --task super-resolution: 2, 3, 4 or 8.")
 @click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None,
@@ -231,6 +271,10 @@ _SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION be
               help="DataLoader worker processes decoding a streamed folder  [default: 0]")
 @click.option("--stream/--no-stream", default=None,
               help="Read a folder:PATH training split from disk while training  [default: if it decodes to > 1 GiB]")
+@click.option("--tensorboard/--no-tensorboard", default=None,
+              help="Also write TensorBoard event files to RUN/tensorboard/ (losses, learning rate, images/s, "
+                   "reconstructions and samples each epoch): `tensorboard --logdir runs/`. Needs "
+                   "pip install \"aekit[tensorboard]\"; may be switched on or off when resuming  [default: off]")
 def train(model, out, resume, config_file, settings, list_settings, stop_after_epoch, no_progress, nproc, stream,
           **options):
     """Train a model; writes a run folder with weights, metrics and figures.
@@ -377,8 +421,9 @@ def _run_under_torchrun(ctx: click.Context, nproc: int) -> int:
 @click.option("--samples", type=click.IntRange(2, 100_000), default=None, metavar="N",
               help="Also score N generated images by their Fréchet distance to the test images in aekit's "
                    "own classifier's features (not Inception FID), confidence and classes covered.")
-@click.option("--sampler", default="prior", show_default=True, metavar="prior|gmm[:K]",
-              help="What --samples draws from: the model's prior, or a Gaussian mixture fitted to its codes.")
+@click.option("--sampler", default="prior", show_default=True, metavar="prior|normal|gmm[:K]",
+              help="What --samples draws from: the model's prior, N(0, I) codes (the naive sampler of a plain "
+                   "AE), or a Gaussian mixture fitted to its codes.")
 def evaluate(run_dir, dataset, data_dir, device, as_json, nll, nll_samples, nll_images, samples, sampler):
     """Metrics of a trained run on the test split: BCE, MSE, PSNR, SSIM, and the ELBO for VAEs.
 

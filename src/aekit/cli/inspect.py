@@ -28,9 +28,11 @@ def _png_path(run_dir: Path, out: Path | None, default_name: str, *, overwrite: 
     from ..errors import ConfigError
     from ..fileio import check_outputs
     from ..run import read_config
+    from ..run.sources import resolve
 
-    cfg = read_config(run_dir)  # a missing or broken run folder is the first thing to report
-    path = out or run_dir / default_name
+    source = resolve(run_dir)  # a pretrained or Hub model's default output goes to aekit's cache, not the package
+    cfg = read_config(source.path)  # a missing or broken run folder is the first thing to report
+    path = out or source.output_file(default_name)
     if path.suffix.lower() != ".png":
         raise ConfigError(f"-o {path}: figures are written as PNG; end the name in .png")
     if not path.parent.is_dir():
@@ -68,8 +70,9 @@ def _write_png(fig, path: Path, *, overwrite: bool) -> Path:
 @_DATA_DIR
 @_DEVICE
 @_OVERWRITE
-@click.option("--sampler", default="prior", show_default=True, metavar="prior|gmm[:K]",
-              help="prior: the model's own prior (for a plain AE, a Gaussian where its codes lie); gmm[:K]: a "
+@click.option("--sampler", default="prior", show_default=True, metavar="prior|normal|gmm[:K]",
+              help="prior: the model's own prior (for a plain AE, a Gaussian where its codes lie); normal: N(0, I) "
+                   "codes; gmm[:K]: a "
                    "K-component Gaussian mixture (default 10) fitted to the training codes once, stored in the run.")
 def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device, overwrite, sampler):
     """Generate images: prior draws for VAEs; for plain AEs, draws where the codes lie next to random codes.
@@ -78,9 +81,15 @@ def sample(run_dir, n, out, label, temperature, seed, dataset, data_dir, device,
     in the run folder as gmm-K.npz, arrays only) and decodes draws from it: for a VAE, samples
     from where its codes really are rather than its N(0, I) prior; for a plain AE, a generator.
     """
-    path = _png_path(run_dir, out, "samples.png", overwrite=overwrite, datasets=(dataset,))  # before torch loads
     from ..app import inspect
 
+    if inspect.writes_sample_files(run_dir):  # melody runs: MIDI files and a piano roll in the -o folder
+        written = inspect.write_sample_files(run_dir, out, n=n, temperature=temperature,
+                                             seed=seed, device=device, overwrite=overwrite, label=label,
+                                             sampler=sampler)
+        click.echo(f"wrote {len(written.midi)} MIDI files ({written.midi[0].name}...) and {written.sheet}")
+        return
+    path = _png_path(run_dir, out, "samples.png", overwrite=overwrite, datasets=(dataset,))
     fig = inspect.sample_figure(run_dir, n=n, label=label, temperature=temperature, seed=seed, dataset=dataset,
                                 data_dir=data_dir, device=device, sampler=sampler)
     click.echo(f"wrote {_write_png(fig, path, overwrite=overwrite)}")

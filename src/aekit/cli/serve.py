@@ -31,7 +31,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -42,13 +42,15 @@ def _bind(host: str, port: int) -> socket.socket:
               help="Torch's intra-op threads; with one, concurrent requests each get a core, and a "
                    "single small decode is no slower (benchmarks/serve_latency.py measures it).")
 def serve(path, port, host, device, threads):
-    """Explore a run's latent space in the browser: PATH is a run folder or a folder of runs."""
+    """Explore a run's latent space in the browser: PATH is a run folder, a folder of runs, a
+    pretrained model (pretrained:NAME, see `aekit pretrained`) or hf://ORG/NAME[@REV]."""
     import torch
     import uvicorn
 
+    from ..run.sources import is_source_spec
     from ..web import create_app, find_runs, loopback_hosts
 
-    runs = find_runs(path)
+    runs = [path] if is_source_spec(path) else find_runs(path)
     sock = _bind(host, port)  # first: a busy port fails before any run is read
     # Requests run in a thread pool; one torch thread each lets concurrent decodes use the
     # cores instead of fighting over them, and a single 28x28 decode gains nothing from more.

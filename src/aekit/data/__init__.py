@@ -1,7 +1,8 @@
 """aekit's data layer: datasets by name, file formats, and corruptions.
 
 ``load_dataset(name)`` returns seeded train / val / test :class:`ImageSet` s of float32
-(N, C, H, W) images in [0, 1]; :data:`DATASETS` lists the names.  Corruptions in
+(N, C, H, W) images in [0, 1] (for melodies, :class:`~aekit.data.melodies.MelodySet` s of
+(N, T) class indices); :data:`DATASETS` lists the names.  Corruptions in
 :mod:`aekit.data.corrupt` are pure functions on such tensors.
 """
 

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from .cifar import load_cifar10
 from .folder import decode_plan, parse_folder_name, plan_folder
 from .images import check_channels
+from .melodies import is_melody_dataset, load_melodies
 from .mnist import FASHION_CLASSES, MNIST_CLASSES, load_idx_dataset, load_mnist5k
 from .sets import DatasetSplits, ImageSet, split_indices
 from .stream import should_stream, streaming_splits
@@ -27,6 +28,10 @@ DATASETS: dict[str, str] = {
     "fashion-mnist": "Fashion-MNIST: 60,000 + 10,000 clothes (28x28 grey); downloaded once, or --data-dir",
     "cifar10": "CIFAR-10: 50,000 + 10,000 photos (32x32 RGB), 10 classes; downloads 163 MiB, or --data-dir",
     "folder:PATH": "images under PATH (PNG, JPEG, ...); a subfolder per class gives labels; split 80/10/10",
+    "melodies": "2-bar melodies (32 sixteenth-note steps) from the free collections music21 ships (Bach chorale "
+                "sopranos, Irish and Scottish tunes); parsed once, then cached; split by piece",
+    "melodies-16bar": "the same melodies in 16-bar windows (256 steps), for the hierarchical decoder",
+    "melodies:PATH": "melodies from your MIDI, MusicXML or ABC files under PATH (also melodies-16bar:PATH)",
 }
 
 # Datasets without an official test split hold out this share for testing.
@@ -106,6 +111,9 @@ def load_dataset(
       or ``~/.cache/aekit/<name>``), and downloaded into the cache when ``download``.
       With ``verify`` (the default) every file must match its pinned SHA-256; pass
       ``verify=False`` to use a copy that differs (re-compressed, say) on your own authority.
+    - ``melodies``, ``melodies-16bar`` and ``melodies:PATH``: :class:`~aekit.data.melodies.MelodySet`
+      s of class indices (N, T), split by piece (:func:`aekit.data.melodies.load_melodies`);
+      ``strict`` refuses a file that cannot be read instead of skipping it.
     - ``folder:PATH``: see :func:`aekit.data.folder.load_folder`; ``strict`` turns skipped
       unreadable images into an error.  ``stream`` (None: automatic above 1 GiB decoded)
       makes the train split a :class:`~aekit.data.stream.StreamingImageSet` read from disk
@@ -114,6 +122,14 @@ def load_dataset(
     ``image_size`` resizes to image_size x image_size (area-averaged when shrinking);
     ``channels`` 1 or 3 converts grey <-> RGB.  The same seed gives the same split.
     """
+    if is_melody_dataset(name):
+        if image_size is not None or channels is not None:
+            raise ConfigError(f"{name} holds melodies: --image-size and --channels apply to images")
+        if stream:
+            raise ConfigError(f"streaming from disk applies to folder:PATH datasets; {name} loads into memory")
+        if data_dir is not None:
+            log.info("%s comes from music21's corpus or its own folder; ignoring data_dir %s", name, data_dir)
+        return load_melodies(name, seed=seed, val_fraction=val_fraction, strict=strict)
     is_folder = name.startswith("folder:")
     test_fraction = TEST_FRACTION if (is_folder or name == "mnist-5k") else 0.0
     _check_options(image_size, channels, val_fraction, test_fraction)

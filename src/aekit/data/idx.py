@@ -64,6 +64,8 @@ def parse_idx(data: bytes, *, ndim: int, source: str) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if ndim > 1 and min(dims[1:]) == 0:
         raise DataError(f"{source}: IDX dimensions {dims} include a zero-sized axis; the file is not usable")
+    if dims[0] == 0:  # no items; and numpy could not even shape (0, 2**32-1, 2**32-1)
+        raise DataError(f"{source}: IDX file holds no items (dimensions {dims}); delete it and download it again")
     expected = math.prod(dims)  # Python ints: numpy's int64 product wraps to 0 for (4, 2**31, 2**31)
     payload = len(data) - header
     if payload != expected:

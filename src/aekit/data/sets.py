@@ -40,6 +40,11 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def items(self) -> torch.Tensor:
+        """What the trainer slices batches from, whatever the kind of data: here the images."""
+        return self.images
+
     def draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A training batch as the model should see it: 0/1 pixels drawn with ``generator`` for
         a binarised set, the images themselves otherwise.  (B, C, H, W)"""

@@ -27,17 +27,20 @@ MAX_FIT_CODES = 20_000  # enough to fit 10 full-covariance components in 16-D we
 
 
 def parse_sampler(text: str) -> tuple[str, int | None]:
-    """``prior`` or ``gmm`` or ``gmm:K`` -> (source, components)."""
+    """``prior``, ``normal``, ``gmm`` or ``gmm:K`` -> (source, components).
+
+    ``normal`` draws N(0, I) codes whatever the model: a VAE's prior unless it learnt another,
+    and for a plain autoencoder the naive guess that a fitted mixture is measured against."""
     source, _, count = text.partition(":")
-    if source == "prior" and not count:
-        return "prior", None
+    if source in ("prior", "normal") and not count:
+        return source, None
     if source == "gmm":
         if not count:
             return "gmm", DEFAULT_COMPONENTS
         if count.isdigit() and 1 <= int(count) <= MAX_COMPONENTS:
             return "gmm", int(count)
         raise ConfigError(f"--sampler gmm:K needs K between 1 and {MAX_COMPONENTS}, got {count!r}")
-    raise ConfigError(f"--sampler must be prior, gmm or gmm:K, got {text!r}")
+    raise ConfigError(f"--sampler must be prior, normal, gmm or gmm:K, got {text!r}")
 
 
 @dataclass

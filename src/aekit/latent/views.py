@@ -314,9 +314,10 @@ def is_bottleneck(model) -> bool:
 
 
 def first_images(data, n: int | None = None) -> tuple[Tensor, Tensor | None]:
-    """The first ``n`` (all: None) images and labels of an ImageSet, or of a streamed training
-    set (which has no images tensor and decodes them from disk)."""
-    images = getattr(data, "images", None)
+    """The first ``n`` (all: None) images and labels of an ImageSet (or the items of another
+    in-memory set: melodies), or of a streamed training set (which has no items tensor and
+    decodes its images from disk)."""
+    images = getattr(data, "items", None)
     if not isinstance(images, Tensor):
         data = data.load(n)
         images = data.images

@@ -129,12 +129,15 @@ class Autoencoder(nn.Module):
     variational = False
     generative = False
     conditional = False
+    # What the model reads and writes, as the task's data must be: "image" tensors (B, C, H, W)
+    # in [0, 1], or "melody" class indices (B, T) (aekit.data.melodies).
+    data_kind = "image"
 
     def __init__(self, config):
         super().__init__()
         self.config = config
         c = self.in_shape[0]
-        if c not in (1, 3):
+        if self.data_kind == "image" and c not in (1, 3):
             raise ConfigError(f"images must have 1 (grey) or 3 (RGB) channels, got {c}")
 
     # -- shapes -------------------------------------------------------------------------
@@ -147,8 +150,20 @@ class Autoencoder(nn.Module):
         return self.in_shape
 
     @property
+    def logits_shape(self) -> tuple[int, ...]:
+        """One item's decoder output before its link function: one logit per pixel here; a
+        decoder over classes adds their number."""
+        return self.out_shape
+
+    @property
     def latent_dim(self) -> int:
         return int(self.config.latent_dim)
+
+    def example_input(self, n: int, *, shape: tuple[int, ...] | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """``n`` random items of the kind the model reads, of ``shape`` (its input shape by default):
+        uniform pixels here.  For tests, and for tracing the model (ONNX export).  (n, *shape)"""
+        return torch.rand((n, *(shape or self.in_shape)), generator=generator)
 
     @property
     def num_classes(self) -> int:

@@ -15,24 +15,30 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import CheckpointError, ConfigError
 from . import layout
+from .sources import Source, resolve
 
 
 class Run:
     """A run folder: ``Run.open(path)``, then ``.config``, ``.task``, ``.model``, ``.splits()``."""
 
-    def __init__(self, path: Path, config: RunConfig, *, device: str = "cpu"):
+    def __init__(self, path: Path, config: RunConfig, *, device: str = "cpu", source: Source | None = None):
         self.path = path
         self.config = config
         self.device = device
+        # where it came from (a folder, pretrained:NAME, hf://ORG/NAME): its name, and where derived files go
+        self.source = source or Source(spec=str(path), path=path, name=path.name, read_only=False)
 
     @classmethod
     def open(cls, path: str | Path, *, device: str = "cpu") -> Run:
         """Read and check ``path/config.json``; the model is built only when first used.
 
+        ``path`` is a run folder, ``pretrained:NAME`` (a model shipped with aekit) or
+        ``hf://ORG/NAME[@REV]`` (a Hub repository, downloaded once): see :mod:`aekit.run.sources`.
         ``device`` is where :attr:`model` will live: "cpu", "cuda" or "auto".
         """
-        path = Path(path)
-        run = cls(path, layout.read_config(path), device=device)
+        source = resolve(path)
+        path = source.path
+        run = cls(path, layout.read_config(path), device=device, source=source)
         try:
             run.task  # noqa: B018 - the task's options (noise, scale) are checked now, naming the file
         except ConfigError as err:
@@ -42,7 +48,17 @@ class Run:
     # -- what needs no model -----------------------------------------------------------------
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.source.name
+
+    @property
+    def read_only(self) -> bool:
+        """True for pretrained and Hub models: nothing may be written into :attr:`path`."""
+        return self.source.read_only
+
+    def output_file(self, name: str) -> Path:
+        """Where a file derived from the run (a fitted mixture, the report) is written: in the run
+        folder, or for a read-only source in its own folder in aekit's cache."""
+        return self.source.output_file(name)
 
     def file(self, name: str) -> Path:
         """The path of one of the run's files (a name from :mod:`aekit.run.layout`)."""
@@ -122,11 +138,12 @@ class Run:
         cfg = self.config
         name = dataset or cfg.data.dataset
         same = name == cfg.data.dataset
-        c, h, _ = cfg.out_shape
+        image = len(cfg.out_shape) == 3  # else (steps,): melodies come in the length they were cut to
+        c, h = (cfg.out_shape[0], cfg.out_shape[1]) if image else (None, None)
         splits = load_dataset(name, data_dir=data_dir or cfg.data.data_dir,
                               image_size=cfg.data.image_size if same else h,
                               channels=cfg.data.channels if same else c, seed=cfg.train.seed,
-                              download=download, stream=stream)
+                              download=download, stream=stream, strict=cfg.data.strict)
         if tuple(splits.in_shape) != tuple(cfg.out_shape):
             raise ConfigError(f"{name} images are {tuple(splits.in_shape)}, the run was trained on "
                               f"{tuple(cfg.out_shape)}; choose a dataset of that shape")
@@ -138,6 +155,9 @@ class Run:
 
 def load(path: str | Path, *, device: str = "cpu", weights: str | Path | None = None):
     """Rebuild a trained model from a run folder: ``config.json`` plus ``model.safetensors``.
+
+    ``path`` may also name a model shipped with aekit (``"pretrained:mnist-vae-2d"``; ``aekit
+    pretrained`` lists them) or a Hub repository (``"hf://ORG/NAME"``, ``"hf://ORG/NAME@REV"``).
 
     Returns the model in eval mode on ``device`` ("cpu", "cuda", or "auto").  No code from the
     folder is run: the config names a registered model, and the weights are safetensors.  For

@@ -94,9 +94,19 @@ def check_weights(cfg: RunConfig, weights: Path, source: str = CONFIG_NAME) -> N
     _check_names(weights, expected, header)
     for key, (shape, dtype) in header.items():
         want = expected[key]
-        if shape != tuple(want.shape) or _DTYPES.get(dtype) != want.dtype:
+        if shape != tuple(want.shape) or not _stored_as(_DTYPES.get(dtype), want.dtype):
             raise CheckpointError(f"{weights}: tensor {key} is {shape} {_DTYPES.get(dtype, dtype)}, "
                                   f"the model needs {tuple(want.shape)} {want.dtype}")
+
+
+# Weights may be stored in half precision where the model computes in float32 (the shipped
+# models are, where that changes no figure: scripts/train_zoo.py); they are widened on loading.
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _stored_as(stored: torch.dtype | None, wanted: torch.dtype) -> bool:
+    """Whether a tensor stored as ``stored`` can be loaded where the model holds ``wanted``."""
+    return stored == wanted or (wanted == torch.float32 and stored in _HALF)
 
 
 def _check_names(path: Path, expected, found) -> None:
@@ -135,11 +145,12 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     _check_names(path, expected, state)
     for key, tensor in state.items():
         want = expected[key]
-        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+        if tensor.shape != want.shape or not _stored_as(tensor.dtype, want.dtype):
             raise CheckpointError(
                 f"{path}: tensor {key} is {tuple(tensor.shape)} {tensor.dtype}, "
                 f"the model needs {tuple(want.shape)} {want.dtype}"
             )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {key} holds NaN or infinite values")
+        state[key] = tensor.to(want.dtype)
     model.load_state_dict(state)

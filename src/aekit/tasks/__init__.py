@@ -50,6 +50,39 @@ def task_of(data: Any):
     return make_task(data.task, data.noise, data.scale)
 
 
+def dataset_kind(dataset: str) -> str:
+    """The kind of data ``dataset`` holds: that of the task of another kind than "image" that
+    reads it (melodies: "melody"), else "image"."""
+    _discover()
+    for cls in TASKS.values():
+        if cls.data_kind != "image" and cls.reads_dataset(dataset):
+            return cls.data_kind
+    return "image"
+
+
+def task_for_dataset(dataset: str) -> str:
+    """The task ``dataset`` is trained for when --task is not given: reconstruct for images,
+    the task made for any other kind of data (melody for melodies)."""
+    kind = dataset_kind(dataset)
+    return next((name for name, cls in TASKS.items() if cls.data_kind == kind and kind != "image"), "reconstruct")
+
+
+def _plural(kind: str) -> str:
+    return next((cls.data_plural for cls in TASKS.values() if cls.data_kind == kind), f"{kind}s")
+
+
+def check_task_data(task, dataset: str, model: str | None = None, model_kind: str | None = None) -> None:
+    """Refuse a task (and a model) that cannot read ``dataset``'s kind of data, saying what can."""
+    kind = dataset_kind(dataset)
+    if task.data_kind != kind:
+        raise ConfigError(f"--dataset {dataset} holds {_plural(kind)}, which --task {task.name} does not train on; "
+                          f"drop --task (the default follows the dataset: {task_for_dataset(dataset)})")
+    if model_kind is not None and model_kind != kind:
+        default = TASKS[task_for_dataset(dataset)].default_model
+        raise ConfigError(f"{model} reads {_plural(model_kind)}, but --dataset {dataset} holds {_plural(kind)}; "
+                          f"choose a model for {_plural(kind)} (the default for this dataset is {default})")
+
+
 def task_for_command(command: str):
     """The task class whose runs ``aekit COMMAND`` applies to files (denoise, upscale)."""
     _discover()
@@ -61,4 +94,5 @@ def task_for_command(command: str):
 
 from .base import Task
 
-__all__ = ["TASKS", "Task", "make_task", "register_task", "task_for_command", "task_names", "task_of"]
+__all__ = ["TASKS", "Task", "check_task_data", "dataset_kind", "make_task", "register_task", "task_for_command",
+           "task_for_dataset", "task_names", "task_of"]

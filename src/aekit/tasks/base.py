@@ -40,6 +40,17 @@ class Task:
     apply_command: ClassVar[str | None] = None
     # How to train a run of this task, for messages that ask for one.
     train_hint: ClassVar[str] = "aekit train"
+    # What its data is, as its model must read it: "image" (B, C, H, W) in [0, 1], or "melody"
+    # (B, T) class indices.  A task of another kind than "image" names the datasets it reads
+    # (reads_dataset), and is the task those datasets get when --task is not given.
+    data_kind: ClassVar[str] = "image"
+    data_plural: ClassVar[str] = "images"  # the kind in words, for messages
+
+    @classmethod
+    def reads_dataset(cls, name: str) -> bool:
+        """Whether dataset ``name`` holds this task's kind of data; image tasks read every
+        dataset that a task of another kind does not claim (see :func:`aekit.tasks.dataset_kind`)."""
+        return False
 
     @classmethod
     def from_options(cls, *, noise: str | None = None, scale: int | None = None) -> Task:
@@ -73,6 +84,29 @@ class Task:
         corrupt.
         """
         return self.corrupt(clean, None)
+
+    def score(self, model, splits, *, split: str = "test", seed: int = 0) -> dict[str, Any]:
+        """Metrics of ``model`` on one of ``splits`` ("test", "val", "train"), plus "baselines"
+        where the task has them.  For images: PSNR, SSIM, BCE and, for VAEs, the ELBO
+        (:func:`aekit.eval.evaluate.evaluate_model`).
+
+        The baselines' parameters are tuned on validation images; when the validation split is
+        the one scored, on training images instead, so that tuning never sees the scored images.
+        """
+        from ..eval.evaluate import evaluate_model
+
+        data = getattr(splits, split)
+        metrics = evaluate_model(model, data, self, seed=seed)
+        tuning = splits.train if split == "val" else splits.val
+        baselines = self.baselines(tuning, data, seed=seed)
+        if baselines:
+            metrics["baselines"] = baselines
+        return metrics
+
+    def likelihood_metrics(self, estimate, model) -> dict[str, Any]:
+        """What ``aekit evaluate --nll`` adds to the metrics from an
+        :class:`~aekit.eval.likelihood.LikelihoodEstimate`: nats per image here."""
+        return estimate.as_dict()
 
     def baselines(self, val_set, test_set, *, seed: int = 0, max_images: int | None = None,
                   max_tuning_images: int | None = None) -> dict[str, dict[str, Any]]:

@@ -105,6 +105,14 @@ class EpochSampler(DistributedSampler):
 STREAM_CHECK_SAMPLE = 256  # images decoded before a streamed run starts, to refuse flat or NaN data
 
 
+def check_training_items(items: torch.Tensor, name: str) -> None:
+    """Images are checked for their pixels; class indices (melodies) were checked by their set."""
+    if items.is_floating_point():
+        check_training_images(items, name)
+    elif items.numel() == 0:
+        raise DataError(f"{name}: the training split is empty")
+
+
 def check_training_images(images: torch.Tensor, name: str) -> None:
     """Refuse data that can only train a broken model, before spending time on it."""
     if images.numel() == 0:
@@ -155,10 +163,10 @@ class Trainer:
             raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.n_train = len(train_set)
-        # A set without an images tensor (aekit.data.stream.StreamingImageSet, or any map-style
+        # A set without an items tensor (aekit.data.stream.StreamingImageSet, or any map-style
         # Dataset of (image, label) with a `labels` attribute, None when unlabelled) is read
-        # through a DataLoader; tensors are sliced directly.
-        self.streamed = not isinstance(getattr(train_set, "images", None), torch.Tensor)
+        # through a DataLoader; tensors (images, melodies) are sliced directly.
+        self.streamed = not isinstance(getattr(train_set, "items", None), torch.Tensor)
         self.sampler = EpochSampler(self.n_train, num_replicas=self.world, rank=self.rank, seed=self.tcfg.seed)
         self._loader: DataLoader | None = None
         if not self.streamed and self.tcfg.num_workers:
@@ -209,7 +217,7 @@ class Trainer:
             order = torch.tensor(list(self.sampler), dtype=torch.long)
             for start in range(0, order.numel(), self.local_batch):
                 idx = order[start:start + self.local_batch]
-                yield self.train_set.images[idx], (labels[idx] if labels is not None else None)
+                yield self.train_set.items[idx], (labels[idx] if labels is not None else None)
             return
         batches = iter(self._train_loader())
         while True:
@@ -343,7 +351,7 @@ class Trainer:
 
     def fit(self, *, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
         if not self.streamed:
-            check_training_images(self.train_set.images, self.cfg.data.dataset)
+            check_training_items(self.train_set.items, self.cfg.data.dataset)
         else:  # a streamed set cannot be read whole up front: check an evenly spread sample
             n = len(self.train_set)
             picks = range(0, n, max(1, n // STREAM_CHECK_SAMPLE))
@@ -395,11 +403,13 @@ class Trainer:
                 self.save_checkpoint(noise_gen, partial)
                 return False
             clean = self._to_device(images)
-            if getattr(self.train_set, "binarize", False):  # a fresh 0/1 draw for every batch
-                clean = self.train_set.draw(clean, noise_gen)
+            draw = getattr(self.train_set, "draw", None)
+            if draw is not None:  # a fresh draw for every batch: 0/1 pixels, transposed melodies
+                clean = draw(clean, noise_gen)
             y = labels.to(self.device, non_blocking=True) if labels is not None else None
             batch = self.task.make_batch(clean, y, noise_gen)
-            batch.x = batch.x.contiguous(memory_format=self.memory_format)
+            if batch.x.dim() == 4:
+                batch.x = batch.x.contiguous(memory_format=self.memory_format)
             lr = self._set_lr()
             step_ctx = StepContext(forward=self.forward, generator=noise_gen, autocast=self._autocast,
                                    scaler=self.scaler)
@@ -454,7 +464,8 @@ def evaluate_losses(model: Autoencoder, data, task: Task, *, seed: int, device: 
     sums: dict[str, torch.Tensor] = {}
     n_total = 0
     for start in range(0, len(data), batch_size):
-        clean = data.images[start:start + batch_size].to(device).contiguous(memory_format=memory_format)
+        clean = data.items[start:start + batch_size].to(device)
+        clean = clean.contiguous(memory_format=memory_format) if clean.dim() == 4 else clean
         y = data.labels[start:start + batch_size].to(device) if data.labels is not None else None
         batch = task.make_batch(clean, y, gen)
         out = model(batch, gen)

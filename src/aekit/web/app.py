@@ -5,6 +5,7 @@ run by its id or name from ``GET /api/runs``; never a path, so a request can onl
 folders the server was started with)::
 
     GET  /api/runs                    the runs this server knows
+    GET  /api/runs/table              the same runs as `aekit runs` rows: epochs, test metrics, status
     GET  /api/run                     config, flags, per-epoch and test metrics
     GET  /api/points                  the map: projected test codes, labels, projection, sliders
     POST /api/decode                  {"z": [...]}, {"point": [x, y]} or {"coords": [...]} (sliders),
@@ -76,6 +77,7 @@ from .explorer import (
     _finite_json,
     one_line,
 )
+from .music import explorer_for  # a melody run's explorer: the same API, melodies and their notes
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +291,7 @@ def _build_runs(run_dirs: Sequence[str | Path], device: str, max_points: int) ->
         path = Path(path)
         run_id, name = str(len(runs)), path.resolve().name or str(path)
         try:
-            entry: Entry = RunExplorer(path, run_id=run_id, name=name, device=device, max_points=max_points)
+            entry: Entry = explorer_for(path, run_id=run_id, name=name, device=device, max_points=max_points)
         except AekitError as err:
             entry = BrokenRun(path, run_id, name, one_line(err))
         except Exception as err:  # last resort: one unreadable run must not stop the server
@@ -387,6 +389,17 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
     @app.get("/api/runs")
     def list_runs():
         return {"runs": [dict(r.summary(), has_report=r.has_report) for r in runs.values()]}
+
+    @app.get("/api/runs/table")
+    def runs_table():
+        # The picker's table, read from the folders on each request: a run still training
+        # shows its progress.  No paths: a request only ever learns the runs' names.
+        from ..app.runs import applicable_metrics, run_row
+
+        rows = [{k: v for k, v in run_row(r.run_dir).items() if k != "path"} | {"id": r.id, "name": r.name}
+                for r in runs.values()]
+        columns = [{"key": m.key, "label": m.label, "digits": m.digits} for m in applicable_metrics(rows)]
+        return {"metrics": columns, "runs": rows}
 
     @app.get("/api/run")
     def run_info(run: RunParam = None):
