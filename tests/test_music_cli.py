@@ -43,6 +43,7 @@ def read_notes(path) -> list[tuple[int, int]]:
     return notes
 
 
+@pytest.mark.slow
 def test_training_from_the_command_line_prints_the_melody_figures(tmp_path):
     folder = tmp_path / "tunes"
     write_tunes(folder, 10)
@@ -141,6 +142,7 @@ def test_image_runs_and_image_options_are_refused_clearly(run, make_run, tmp_pat
     assert result.exit_code == 1 and "conv-vae reads images, but --dataset melodies holds melodies" in result.output
 
 
+@pytest.mark.slow
 def test_a_folder_with_a_broken_file_is_skipped_or_refused_with_strict(tmp_path, caplog):
     folder = tmp_path / "tunes"
     write_tunes(folder, 8)
@@ -173,6 +175,7 @@ def test_plots_of_images_are_refused_and_codes_can_be_written(run, tmp_path):
         assert z["codes"].shape[1] == TINY_MELODY_MODEL["latent_dim"] and "labels" not in z
 
 
+@pytest.mark.slow
 def test_a_stopped_melody_run_resumes_with_its_schedules(tmp_path):
     from safetensors.torch import load_file
 

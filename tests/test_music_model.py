@@ -48,6 +48,7 @@ def teacher_forced_accuracy(model, x: torch.Tensor) -> float:
     return float((logits.argmax(dim=2) == x).double().mean())
 
 
+@pytest.mark.slow
 def test_a_tiny_model_learns_four_melodies_to_every_step_teacher_forced():
     x = melodies()
     model = tiny(free_bits=8.0)  # MusicVAE's free bits: the KL does not squeeze the code below 8 nats

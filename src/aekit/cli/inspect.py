@@ -61,10 +61,12 @@ def _write_png(fig, path: Path, *, overwrite: bool) -> Path:
 @_RUN_DIR
 @click.option("-n", "n", type=click.IntRange(1, 1024), default=64, show_default=True, help="How many images to generate.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
-              help="PNG to write  [default: RUN_DIR/samples.png]")
+              help="PNG to write  [default: RUN_DIR/samples.png]; for a melody run, the folder for its MIDI files "
+                   "and piano roll  [default: RUN_DIR/samples/]")
 @click.option("--label", type=click.IntRange(min=0), default=None, help="Conditional models: the class to generate.")
 @click.option("--temperature", type=click.FloatRange(0, 100, min_open=True), default=1.0, show_default=True,
-              help="Scale of the latent draws; below 1 gives more typical, less varied images.")
+              help="Scale of the latent draws; below 1 gives more typical, less varied images. For a melody "
+                   "run, the decoder's softmax temperature, as MusicVAE's (0.5: tidier tunes).")
 @click.option("--seed", type=setting_type("train.seed"), default=0, show_default=True)
 @_DATASET
 @_DATA_DIR
