@@ -85,7 +85,7 @@ CASES = {
     "unknown reconstruction loss": (set_model_config(recon_loss="l1"), ["evaluate"],
                                     "recon_loss must be one of bce, mse, got 'l1'"),
     "in_shape not a shape": (lambda run: edit_config(run, lambda c: c.update(in_shape="abc")), ["evaluate"],
-                             "config.json: in_shape must be a list of 3 whole numbers"),
+                             "config.json: in_shape must be a list of whole numbers"),
     "data section a list": (lambda run: edit_config(run, lambda c: c.update(data=[1])), ["evaluate"],
                             "config.json: data must be a JSON object"),
     "no format version": (lambda run: edit_config(run, lambda c: c.pop("format_version")), ["evaluate"],
