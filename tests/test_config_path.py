@@ -93,3 +93,28 @@ def test_one_checker_for_json_and_the_command_line():
     with pytest.raises(ConfigError, match="at most 4,294,967,295"):
         parse_value(str(2**70), int, fld, where="--set train.seed")
     assert parse_value("none", int | None, None, where="x") is None
+
+
+def test_a_familys_training_defaults_fill_only_what_no_source_gives(monkeypatch, tmp_path):
+    """A family's measured training defaults (Autoencoder.train_defaults) apply where nothing else
+    is given; flags, --set and a config file win; the run's config.json records the values, so a
+    resume or a rerun from config.json trains the same way whatever the defaults become later."""
+    from aekit.app.training import plan_config
+    from aekit.registry import lookup
+
+    _, family = lookup("dense-ae")
+    monkeypatch.setattr(family, "train_defaults", {"lr": 0.004, "warmup_steps": 3})
+    assert plan_config(model="dense-ae").train.lr == 0.004
+    assert plan_config(model="conv-ae").train.lr == TrainConfig().lr  # another family: untouched
+    given = plan_config(model="dense-ae", options={"lr": 0.002}, settings=["train.warmup_steps=9"])
+    assert given.train.lr == 0.002 and given.train.warmup_steps == 9
+    cfg = train(*SMALL, out=tmp_path / "a")
+    assert cfg["train"]["lr"] == 0.004 and cfg["train"]["warmup_steps"] == 3
+    monkeypatch.setattr(family, "train_defaults", {})
+    again = train("--config", tmp_path / "a" / "config.json", "--no-progress", out=tmp_path / "b")
+    assert again["train"] == cfg["train"]
+    result = CliRunner().invoke(main, ["models", "--fields", "dense-ae"])
+    assert "train." not in result.output  # none now
+    monkeypatch.setattr(family, "train_defaults", {"lr": 0.004})
+    result = CliRunner().invoke(main, ["models", "--fields", "dense-ae"])
+    assert "train.lr = 0.004  (this model's default)" in result.output

@@ -210,7 +210,7 @@ def test_bad_options_give_one_line_errors(args, message, tmp_path):
         (["--seed", str(2**70)], f"'--seed': {2**70} is not in the range 0<=x<=4294967295"),
         (["--image-size", "100000"], "'--image-size': 100000 is not in the range 1<=x<=4096"),
         (["--batch-size", "0"], "'--batch-size': 0 is not in the range 1<=x"),
-        (["--precision", "fp8"], "'--precision': 'fp8' is not one of 'fp32', 'bf16', 'fp16'"),
+        (["--precision", "fp8"], "'--precision': 'fp8' is not one of 'auto', 'fp32', 'bf16', 'fp16'"),
     ],
 )
 def test_out_of_range_flags_are_refused_by_the_parser_in_one_line(args, message, tmp_path, monkeypatch):
@@ -282,3 +282,23 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert list_checkpoints(out)
     model = aekit.load(out)  # the weights on disk are whole
     assert model.encode(torch.rand(1, 1, 28, 28)).mode().shape == (1, 32)
+
+
+def test_precision_auto_uses_bf16_only_on_native_hardware_and_for_measured_families(monkeypatch):
+    import importlib
+
+    from aekit.registry import build_model, lookup
+
+    def model(name):
+        cfg_cls, _ = lookup(name)
+        return build_model(name, cfg_cls.tiny())
+
+    loop = importlib.import_module("aekit.train.loop")  # aekit.train is also a function
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "native_bf16", lambda device: True)
+    assert loop.resolve_precision("auto", cpu, model("conv-ae")) == "bf16"
+    assert loop.resolve_precision("auto", cpu, model("music-vae")) == "fp32"  # LSTMs not measured in bf16
+    assert loop.resolve_precision("fp32", cpu, model("conv-ae")) == "fp32"
+    monkeypatch.setattr(loop, "native_bf16", lambda device: False)
+    assert loop.resolve_precision("auto", cpu, model("conv-ae")) == "fp32"
+    assert loop.resolve_precision("bf16", cpu, model("conv-ae")) == "bf16"  # asked for: emulated is still bf16

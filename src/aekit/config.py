@@ -63,7 +63,8 @@ class TrainConfig:
     min_lr_ratio: float = setting(0.1, minimum=0.0, maximum=1.0)  # cosine decays to this fraction of lr, not to zero
     seed: int = setting(0, minimum=0, maximum=MAX_SEED)
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))  # autocast below fp32
+    # autocast below fp32; auto: bf16 where the processor computes it natively, else fp32
+    precision: str = setting("fp32", choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: bool = True  # faster convolutions on CPU (oneDNN) and tensor cores
     num_workers: int = setting(0, minimum=0, maximum=256)  # DataLoader workers for datasets streamed from disk
     # TensorBoard event files in RUN/tensorboard/ (aekit.app.tensorboard); off: they need an extra package

@@ -152,10 +152,11 @@ def plan_config(*, config_file: str | Path | None = None, model: str | None = No
     if "task" not in values["data"]:  # the default follows the data: melodies get the melody task
         values["data"]["task"] = _default_task(values["data"])
     data = from_plain(DataConfig, values["data"], source="data")
-    train = from_plain(TrainConfig, values["train"], source="train")
     task = _task_class(data.task)
     name = model or base_model or task.default_model
     config_cls, model_cls = lookup(name)
+    # the family's own training defaults fill what no source gave (a run's config.json gives all)
+    train = from_plain(TrainConfig, {**model_cls.train_defaults, **values["train"]}, source="train")
     from ..tasks import check_task_data
 
     check_task_data(task, data.dataset, name, model_cls.data_kind)

@@ -255,7 +255,7 @@ _SET_HELP = ("Set any field of the run's config: SECTION.FIELD=VALUE, SECTION be
 @click.option("--image-size", type=setting_type("data.image_size"), default=None, help="Resize images to this many pixels square.")
 @click.option("--channels", type=setting_type("data.channels"), default=None, help="1 (grey) or 3 (RGB).")
 @click.option("--device", type=setting_type("train.device"), default=None, help="[default: auto]")
-@click.option("--precision", type=setting_type("train.precision"), default=None, help="[default: fp32]")
+@click.option("--precision", type=setting_type("train.precision"), default=None, help="auto: bf16 where the processor computes it natively  [default: fp32]")
 @click.option("--strict", is_flag=True, default=None,
               help="Refuse a folder dataset (folder:PATH, melodies:PATH) with an unreadable file instead of skipping it.")
 @click.option("--task", type=click.Choice(["reconstruct", "denoise", "super-resolution", "melody"]), default=None,
@@ -480,6 +480,9 @@ def models(fields_of):
         for name, (hint, _fld) in field_hints(config_cls).items():
             kind = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
             click.echo(f"model.{name} = {_json.dumps(defaults[name])}  ({kind})")
+        _, model_cls = lookup(fields_of)
+        for name, value in model_cls.train_defaults.items():
+            click.echo(f"train.{name} = {_json.dumps(value)}  (this model's default)")
         return
     for name in model_names():
         _, cls = lookup(name)

@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +107,10 @@ class Losses:
 def reconstruction_loss(logits: Tensor, target: Tensor, loss_name: str) -> Tensor:
     """Per-image reconstruction loss summed over pixels (nats per image for BCE).  (B,)
 
-    BCE is computed from logits for numerical stability; MSE compares sigmoid outputs.
+    BCE is computed from logits for numerical stability; MSE compares sigmoid outputs.  Both in
+    float32 whatever the logits' precision: a sum over pixels in bfloat16 loses digits.
     """
+    logits = logits.float()
     if loss_name == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     elif loss_name == "mse":
@@ -132,6 +135,12 @@ class Autoencoder(nn.Module):
     # What the model reads and writes, as the task's data must be: "image" tensors (B, C, H, W)
     # in [0, 1], or "melody" class indices (B, T) (aekit.data.melodies).
     data_kind = "image"
+    # The training settings this family learns fastest with (train.* field -> value), used
+    # where the user gives none: measured by benchmarks/time_to_quality.py, not guessed.
+    train_defaults: ClassVar[dict] = {}
+    # Whether ``--precision auto`` may train this family under bfloat16 autocast (on hardware
+    # that computes it natively); families not measured in it train in float32.
+    auto_bf16 = True
 
     def __init__(self, config):
         super().__init__()

@@ -114,6 +114,7 @@ class MusicVAE(Autoencoder):
     variational = True
     generative = True
     data_kind = "melody"
+    auto_bf16 = False  # its LSTMs were measured in float32 only
 
     def __init__(self, config: MusicVAEConfig):
         super().__init__(config)

@@ -105,6 +105,22 @@ class EpochSampler(DistributedSampler):
 STREAM_CHECK_SAMPLE = 256  # images decoded before a streamed run starts, to refuse flat or NaN data
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (AVX512-BF16 or AMX CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device, model: Autoencoder | None = None) -> str:
+    """``auto`` as bf16 where ``device`` computes it natively and the model's family was measured
+    to learn as well per second in it (``model.auto_bf16``), else fp32; other values as they are."""
+    if precision != "auto":
+        return precision
+    family_ok = model is None or model.auto_bf16
+    return "bf16" if family_ok and native_bf16(device) else "fp32"
+
+
 def check_training_items(items: torch.Tensor, name: str) -> None:
     """Images are checked for their pixels; class indices (melodies) were checked by their set."""
     if items.is_floating_point():
@@ -156,7 +172,8 @@ class Trainer:
             self.forward = DDP(self.model, device_ids=ids,
                                find_unused_parameters=self.model.has_unused_parameters)
         self.optimizers = self.model.configure_optimizers(self.tcfg.lr, self.tcfg.weight_decay)
-        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(self.tcfg.precision, "bad")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            resolve_precision(self.tcfg.precision, device, model), "bad")
         if self.amp_dtype == "bad":
             raise ConfigError(f"--precision must be fp32, bf16 or fp16, got {self.tcfg.precision!r}")
         if self.amp_dtype is torch.float16 and device.type != "cuda":
