@@ -10,7 +10,10 @@ a truncated PNG, a PNG claiming 100,000 x 100,000 pixels, an unknown run ...).  
 the memory again and prints throughput, latency percentiles, status counts, errors and growth.
 
     python benchmarks/serve_load.py [RUN_DIR] [--decodes 2000] [--uploads 200] [--clients 16]
-                                    [--bad-every 10] [--threads 1] [--json]
+                                    [--bad-every 10] [--threads 1] [--device cpu|cuda] [--json]
+
+With ``--device cuda`` the server runs the model on the GPU and its peak GPU memory
+(``torch.cuda.max_memory_allocated`` in the server, from ``GET /api/runs``) is printed too.
 
 Passes (exit 0) when no request got a 5xx or a connection error, every good request got 200,
 every bad one a 4xx, and RSS grew by less than --max-rss-growth-mb (default 64).
@@ -145,8 +148,18 @@ def train_tiny_run(root: Path) -> Path:
     return out
 
 
-def start_server(run_dir: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "aekit", "serve", str(run_dir), "--port", "0", "--threads", str(threads)]
+def check_device(device: str) -> None:
+    """Stop here, in one line, when CUDA is asked for and this machine has none."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA GPU on this machine; use --device cpu")
+
+
+def start_server(run_dir: Path, threads: int, device: str = "cpu") -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "aekit", "serve", str(run_dir), "--port", "0", "--threads", str(threads),
+           "--device", device]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # "serving ... at http://127.0.0.1:PORT/ ..."
@@ -201,9 +214,9 @@ async def _send_all(base: str, specs: list[Spec], clients: int, timeout: float) 
 
 
 def run_load(run_dir: Path, *, decodes: int = 2000, uploads: int = 200, clients: int = 16, bad_every: int = 10,
-             threads: int = 1, seed: int = 0, timeout: float = 60.0) -> dict:
+             threads: int = 1, device: str = "cpu", seed: int = 0, timeout: float = 60.0) -> dict:
     """Serve ``run_dir``, send the mixed load, and return what happened (see the module doc)."""
-    proc, base = start_server(run_dir, threads)
+    proc, base = start_server(run_dir, threads, device)
     try:
         with httpx.Client(base_url=base, timeout=timeout) as client:
             info = client.get("/api/points").json()  # loads the model and the map
@@ -220,6 +233,8 @@ def run_load(run_dir: Path, *, decodes: int = 2000, uploads: int = 200, clients:
         seconds = time.perf_counter() - started
         rss_after = rss_mb(proc.pid)
         alive = proc.poll() is None
+        with httpx.Client(base_url=base, timeout=timeout) as client:
+            gpu_peak = client.get("/api/runs").json().get("gpu_memory_peak_bytes") if alive else None
     finally:
         proc.terminate()
         try:
@@ -235,8 +250,8 @@ def run_load(run_dir: Path, *, decodes: int = 2000, uploads: int = 200, clients:
     latency = {}
     for kind in ("decode", "upload"):
         ms = [r["ms"] for r in results if r["kind"] == kind and r["status"] == 200]
-        latency[kind] = {"n": len(ms), "p50_ms": round(percentile(ms, 50), 1), "p90_ms": round(percentile(ms, 90), 1),
-                         "p99_ms": round(percentile(ms, 99), 1), "max_ms": round(max(ms, default=float("nan")), 1)}
+        latency[kind] = {"n": len(ms), "max_ms": round(max(ms, default=float("nan")), 1),
+                         **{f"p{q}_ms": round(percentile(ms, q), 1) for q in (50, 90, 95, 99)}}
     bad_kinds: dict[str, list[int]] = {}
     for r in results:
         if not r["good"]:
@@ -248,7 +263,8 @@ def run_load(run_dir: Path, *, decodes: int = 2000, uploads: int = 200, clients:
         "server_errors": len(server_errors), "connection_errors": len(connection_errors),
         "unexpected": [{k: r[k] for k in ("kind", "status", "detail")} for r in wrong[:10]], "n_unexpected": len(wrong),
         "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1),
-        "rss_growth_mb": round(rss_after - rss_before, 1), "server_alive": alive,
+        "rss_growth_mb": round(rss_after - rss_before, 1), "server_alive": alive, "device": device,
+        "gpu_memory_peak_mb": None if gpu_peak is None else round(gpu_peak / 2**20, 1),
     }
 
 
@@ -260,13 +276,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--bad-every", type=int, default=10, help="one bad request after every N good ones")
     parser.add_argument("--threads", type=int, default=1, help="the server's --threads")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the server's --device")
     parser.add_argument("--max-rss-growth-mb", type=float, default=64.0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = parser.parse_args()
+    check_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or train_tiny_run(Path(tmp))
         result = run_load(run_dir, decodes=args.decodes, uploads=args.uploads, clients=args.clients,
-                          bad_every=args.bad_every, threads=args.threads)
+                          bad_every=args.bad_every, threads=args.threads, device=args.device)
     ok = (result["server_errors"] == 0 and result["connection_errors"] == 0 and result["n_unexpected"] == 0
           and result["server_alive"] and result["rss_growth_mb"] < args.max_rss_growth_mb)
     if args.json:
@@ -276,7 +294,7 @@ def main() -> int:
           f"{result['requests_per_second']} requests/s")
     for kind, lat in result["latency"].items():
         print(f"  {kind:<7} {lat['n']:>6,} ok   p50 {lat['p50_ms']:7.1f} ms   p90 {lat['p90_ms']:7.1f} ms   "
-              f"p99 {lat['p99_ms']:7.1f} ms   max {lat['max_ms']:7.1f} ms")
+              f"p95 {lat['p95_ms']:7.1f} ms   p99 {lat['p99_ms']:7.1f} ms   max {lat['max_ms']:7.1f} ms")
     print(f"  statuses: {result['statuses']}")
     for kind, statuses in result["bad_requests"].items():
         print(f"    {kind:<28} -> {statuses}")
@@ -286,6 +304,9 @@ def main() -> int:
         print(f"    {r}")
     print(f"  server RSS {result['rss_before_mb']} MB -> {result['rss_after_mb']} MB "
           f"(growth {result['rss_growth_mb']} MB; bound {args.max_rss_growth_mb} MB)")
+    if result["gpu_memory_peak_mb"] is not None:
+        print(f"  server GPU memory peak ({args.device}): {result['gpu_memory_peak_mb']} MiB "
+              "(torch.cuda.max_memory_allocated)")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

