@@ -50,15 +50,26 @@ def _median_throughput(run: Path) -> float:
     return statistics.median(rates)
 
 
-def throughput(nproc: int, *, model: str, epochs: int, work: Path) -> dict[tuple[int, int], float]:
-    """images/s for (processes, threads each): 1 x cores, 1 x 1 and nproc x cores // nproc."""
+def _gpu_peak(run: Path) -> str:
+    """", GPU memory peak N MiB" from a CUDA run's metrics.jsonl (rank 0), "" on the CPU."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    peaks = [r["gpu_memory_peak_mib"] for r in rows if "gpu_memory_peak_mib" in r]
+    return f", GPU memory peak {max(peaks):.0f} MiB" if peaks else ""
+
+
+def throughput(nproc: int, *, model: str, epochs: int, work: Path, device: str = "cpu") -> dict[tuple[int, int], float]:
+    """images/s for (processes, threads each): 1 x cores, 1 x 1 and nproc x cores // nproc; on
+    CUDA, 1 process and nproc processes (one GPU each)."""
     cores = len(os.sched_getaffinity(0))
     results = {}
-    for n, threads in dict.fromkeys([(1, cores), (1, 1), (nproc, max(1, cores // nproc))]):
+    layouts = [(1, cores), (1, 1), (nproc, max(1, cores // nproc))]
+    if device == "cuda":
+        layouts = [(1, cores), (nproc, max(1, cores // nproc))]
+    for n, threads in dict.fromkeys(layouts):
         out = work / f"throughput-{n}x{threads}"
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         cmd = [sys.executable, "-m", "aekit", "train", "--model", model, "--dataset", "mnist-5k",
-               "--epochs", str(epochs), "--batch-size", "256", "--device", "cpu", "--no-progress",
+               "--epochs", str(epochs), "--batch-size", "256", "--device", device, "--no-progress",
                "--out", str(out)]
         if n > 1:
             cmd += ["--nproc", str(n)]
@@ -66,7 +77,7 @@ def throughput(nproc: int, *, model: str, epochs: int, work: Path) -> dict[tuple
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         results[n, threads] = rate = _median_throughput(out)
         print(f"  {n} process(es) x {threads} thread(s): {rate:8.0f} images/s "
-              f"(training loop; whole command {time.perf_counter() - started:.0f} s)", flush=True)
+              f"(training loop; whole command {time.perf_counter() - started:.0f} s){_gpu_peak(out)}", flush=True)
     return results
 
 
@@ -140,7 +151,7 @@ class TreeMemory(threading.Thread):
             self.done.wait(self.period)
 
 
-def streaming(n: int, *, workers: int, work: Path) -> dict[str, float]:
+def streaming(n: int, *, workers: int, work: Path, device: str = "cpu") -> dict[str, float]:
     data = work / "images"
     started = time.perf_counter()
     write_folder(data, n)
@@ -149,7 +160,7 @@ def streaming(n: int, *, workers: int, work: Path) -> dict[str, float]:
           f"{n * 28 * 28 * 4 / 2**20:.0f} MiB if decoded to float32 in memory)", flush=True)
     out = work / "stream-run"
     cmd = [sys.executable, "-m", "aekit", "-v", "train", "--model", "dense-ae", "--dataset", f"folder:{data}",
-           "--stream", "--workers", str(workers), "--epochs", "1", "--batch-size", "256", "--device", "cpu",
+           "--stream", "--workers", str(workers), "--epochs", "1", "--batch-size", "256", "--device", device,
            "--no-progress", "--out", str(out)]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -165,7 +176,7 @@ def streaming(n: int, *, workers: int, work: Path) -> dict[str, float]:
     largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
     print(f"  1 epoch streamed, {workers} workers: {record['images_per_second']:.0f} images/s in the training "
           f"loop ({record['seconds']:.0f} s); whole command {wall:.0f} s (scan, split, val/test decode, "
-          "evaluation, report)")
+          f"evaluation, report){_gpu_peak(out)}")
     print(f"  peak memory of the process tree (up to {monitor.peak_processes} processes): "
           f"PSS {monitor.peak_pss / 2**20:.0f} MiB, RSS summed {monitor.peak_rss / 2**20:.0f} MiB; "
           f"largest single process (ru_maxrss) {largest / 2**20:.0f} MiB")
@@ -186,7 +197,17 @@ def main() -> None:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-stream", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: train on GPUs (the process comparison needs --nproc GPUs)")
     args = parser.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("scaling.py: --device cuda, but torch sees no CUDA GPU here; use --device cpu")
+        if torch.cuda.device_count() < args.nproc:
+            print(f"only {torch.cuda.device_count()} GPU(s): the {args.nproc}-process comparison is skipped")
+            args.skip_throughput = True
 
     work = Path(tempfile.mkdtemp(prefix="aekit-scaling-"))
     print(f"machine: {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}; work folder {work}")
@@ -194,10 +215,10 @@ def main() -> None:
         # Streaming first, so that ru_maxrss of the children covers only its processes.
         if not args.skip_stream:
             print(f"streaming {args.images:,} images from disk:", flush=True)
-            streaming(args.images, workers=args.workers, work=work)
+            streaming(args.images, workers=args.workers, work=work, device=args.device)
         if not args.skip_throughput:
             print(f"throughput, {args.model} on mnist-5k, global batch 256:", flush=True)
-            rates = throughput(args.nproc, model=args.model, epochs=args.epochs, work=work)
+            rates = throughput(args.nproc, model=args.model, epochs=args.epochs, work=work, device=args.device)
             (one, *_, many) = rates.values()
             print(f"  {args.nproc} processes / 1 process of all cores' threads: {many / one:.2f}x "
                   "(on the same cores: communication cost and thread contention, not added hardware)")

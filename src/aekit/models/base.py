@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +138,7 @@ class Autoencoder(nn.Module):
     data_kind = "image"
     # The training settings this family learns fastest with (train.* field -> value), used
     # where the user gives none: measured by benchmarks/time_to_quality.py, not guessed.
-    train_defaults: ClassVar[dict] = {}
+    train_defaults: Mapping[str, Any] = MappingProxyType({})
     # Whether ``--precision auto`` may train this family under bfloat16 autocast (on hardware
     # that computes it natively); families not measured in it train in float32.
     auto_bf16 = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from torch import Tensor, nn
 
@@ -43,6 +44,11 @@ class ConvAEConfig:
 @register("conv-ae", ConvAEConfig)
 class ConvAE(Autoencoder):
     """The lesson's conv autoencoder (16-8-8 to a 4x4x8 code), optionally with a dense bottleneck."""
+
+    # Measured on full MNIST (README, "Time to quality"): at batch 64, a peak rate of 3e-3
+    # reaches the lesson's 30-epoch BCE (0.104 per pixel) in 4 epochs, and 0.0953 in 10, where
+    # 1e-3 needs more than 10; these few thousand weights take the larger steps without diverging.
+    train_defaults = MappingProxyType({"lr": 3e-3})
 
     def __init__(self, config: ConvAEConfig):
         super().__init__(config)

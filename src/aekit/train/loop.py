@@ -455,6 +455,8 @@ class Trainer:
         self.batch_in_epoch = 0
         record = {"epoch": self.epoch, "step": self.step, "lr": lr, "train": train_means, "val": val,
                   "seconds": round(seconds, 3), "images_per_second": round(seen * self.world / max(seconds, 1e-9), 1)}
+        if self.device.type == "cuda":  # this rank's peak so far, for benchmarks and for sizing batches
+            record["gpu_memory_peak_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         self.history.append(record)
         if self.is_main:
             with open(self.run_dir / ckpt.METRICS_NAME, "a", encoding="utf-8") as fh:
