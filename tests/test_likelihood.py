@@ -162,6 +162,56 @@ def test_evaluations_are_stored_and_shown_by_the_report_and_the_explorer(make_ru
     assert info["evaluations"]["nll mnist-5k test K=20 N=30"]["nll"] == pytest.approx(printed["nll"])
 
 
+@pytest.fixture
+def pretrained_vae(make_run, tmp_path, monkeypatch) -> str:
+    """``pretrained:mnist-vae-2d`` as a tiny VAE in a zoo of the test's own, aekit's cache in another folder."""
+    import shutil
+
+    from aekit.run import sources
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(make_run("vae"), zoo / "mnist-vae-2d", ignore=shutil.ignore_patterns("evaluations.json"))
+    monkeypatch.setattr(sources, "ZOO_DIR", zoo)
+    monkeypatch.setenv("AEKIT_DATA_DIR", str(tmp_path / "cache"))
+    return sources.PRETRAINED_PREFIX + "mnist-vae-2d"
+
+
+def test_evaluations_of_a_pretrained_model_are_stored_in_the_cache(pretrained_vae, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from aekit.cli import main
+    from aekit.run import Run
+    from aekit.run.layout import read_evaluations
+
+    zoo_files = sorted(p.name for p in (tmp_path / "zoo" / "mnist-vae-2d").iterdir())
+    result = CliRunner().invoke(main, ["evaluate", pretrained_vae, "--samples", "500", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)["sample_quality"]
+    stored_file = Run.open(pretrained_vae).output_file("evaluations.json")
+    assert stored_file.is_relative_to(tmp_path / "cache" / "outputs")
+    stored = read_evaluations(stored_file.parent)
+    assert stored["samples mnist-5k prior N=500"]["fd"] == printed["fd"]
+    assert sorted(p.name for p in (tmp_path / "zoo" / "mnist-vae-2d").iterdir()) == zoo_files  # the zoo untouched
+
+    # a second measurement joins the first in the same file
+    again = CliRunner().invoke(main, ["evaluate", pretrained_vae, "--nll-samples", "5", "--nll-images", "20"])
+    assert again.exit_code == 0, again.output
+    assert set(read_evaluations(stored_file.parent)) == {"samples mnist-5k prior N=500", "nll mnist-5k test K=5 N=20"}
+
+
+def test_a_pretrained_model_finds_its_stored_evaluations_again(pretrained_vae):
+    from click.testing import CliRunner
+
+    from aekit.cli import main
+    from aekit.run import Run
+
+    result = CliRunner().invoke(main, ["evaluate", pretrained_vae, "--samples", "500"])
+    assert result.exit_code == 0, result.output
+    assert set(Run.open(pretrained_vae).evaluations()) == {"samples mnist-5k prior N=500"}
+
+
 def test_the_nll_subset_is_spread_over_the_split():
     from aekit.app.evaluation import evenly_spread
 

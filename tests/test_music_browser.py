@@ -15,18 +15,11 @@ from pathlib import Path
 import pytest
 from _melody_files import melody_run
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("data_cache")]
 pytest.importorskip("music21")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 60_000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEKIT_DATA_DIR", str(tmp_path_factory.getbasetemp() / "aekit-data"))
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from aekit.cli import main
 from aekit.data import melodies as md
 
 pytest.importorskip("music21")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def data_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEKIT_DATA_DIR", str(tmp_path_factory.getbasetemp() / "aekit-data"))
-        yield
+pytestmark = pytest.mark.usefixtures("data_cache")  # conftest.py: parsed melodies in a temporary cache
 
 
 def cli(*args):
@@ -83,6 +77,27 @@ def test_evaluate_gives_accuracies_baselines_likelihood_and_music_statistics(run
     assert "baselines on the same data" in table.output and "this model" in table.output
 
 
+def test_a_melody_runs_figures_are_per_melody_in_the_report_and_the_comparison(run):
+    from aekit.app.compare import render_comparison
+    from aekit.app.report import render_report
+
+    stored = cli("evaluate", run, "--nll-samples", "4", "--nll-images", "5")
+    assert stored.exit_code == 0, stored.output
+    page = render_report(run)
+    for text in ("ELBO (nats per melody)", "one posterior sample per melody", "nats per melody",
+                 "5 test melodies of melodies:"):
+        assert text in page, text
+    assert "per image" not in page and "images of" not in page
+    assert "ELBO (nats per melody)" in render_comparison([run])
+
+
+def test_evaluate_labels_a_melody_runs_figures_per_melody(run):
+    table = cli("evaluate", run, "--nll-samples", "4", "--nll-images", "5")
+    assert table.exit_code == 0, table.output
+    assert "ELBO (nats per melody)" in table.output and "NLL, importance-sampled (nats per melody)" in table.output
+    assert "per image" not in table.output
+
+
 def test_sample_writes_midi_files_mido_reads_and_a_piano_roll(run, tmp_path):
     out = tmp_path / "samples"
     result = cli("sample", run, "-n", "3", "-o", out, "--temperature", "0.5", "--seed", "2")
@@ -119,6 +134,36 @@ def test_interpolate_between_files_and_between_test_melodies(run, tmp_path):
     by_index = cli("interpolate", run, "--between", "0", "1", "--steps", "3", "--spherical", "-o", tmp_path / "test")
     assert by_index.exit_code == 0, by_index.output
     assert len(list((tmp_path / "test").glob("*.mid"))) == 3
+
+
+def test_overwriting_with_fewer_steps_removes_only_the_earlier_step_files(run, tmp_path):
+    out = tmp_path / "out"
+    a, b = write_tunes(out, 2, seed=5)  # the two ends live in -o themselves, named as a user names files
+    (out / "notes.txt").write_text("mine")
+    (out / "step-99.mid.bak").write_text("mine too")
+    first = cli("interpolate", run, a, b, "--steps", "10", "-o", out)
+    assert first.exit_code == 0, first.output
+    assert len(list(out.glob("step-*.mid"))) == 10
+    refused = cli("interpolate", run, a, b, "--steps", "4", "-o", out)
+    assert refused.exit_code == 1 and "already exists; pass --overwrite" in refused.output
+    assert len(list(out.glob("step-*.mid"))) == 10  # a refused call removes nothing
+
+    again = cli("interpolate", run, a, b, "--steps", "4", "-o", out, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert "removed 6 step files left by an earlier call (step-05.mid ... step-10.mid)" in again.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "pianoroll.png", "step-01.mid", "step-02.mid",
+                                                     "step-03.mid", "step-04.mid", "step-99.mid.bak",
+                                                     "tune00.abc", "tune01.abc"]
+
+
+def test_an_input_named_like_a_step_file_is_never_removed(run, tmp_path):
+    out = tmp_path / "out"
+    assert cli("interpolate", run, "--between", "0", "1", "--steps", "6", "-o", out).exit_code == 0
+    last = out / "step-06.mid"  # the user goes on from the last step, writing into the same folder
+    (other,) = write_tunes(tmp_path / "other", 1)
+    result = cli("interpolate", run, last, other, "--steps", "2", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("step-*.mid")) == ["step-01.mid", "step-02.mid", "step-06.mid"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -19,14 +19,7 @@ from aekit.models import music_vae
 
 mido = pytest.importorskip("mido")
 pytest.importorskip("music21")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def data_cache(tmp_path_factory):
-    """Parsed melodies are cached under one folder for the session, never in the user's cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEKIT_DATA_DIR", str(tmp_path_factory.getbasetemp() / "aekit-data"))
-        yield
+pytestmark = pytest.mark.usefixtures("data_cache")  # conftest.py: parsed melodies in a temporary cache
 
 
 # A melody with everything the encoding has to say: a rest at the start, repeated notes, a held

@@ -176,6 +176,27 @@ def test_a_run_folder_itself_is_a_table_of_one(trained):
     assert [r["name"] for r in run_table.list_runs(trained["vae"])] == [trained["vae"].name]
 
 
+@pytest.mark.parametrize("seconds, long, short", [
+    (0, "0.0 s", "0.0s"),
+    (42.04, "42.0 s", "42.0s"),
+    (59.94, "59.9 s", "59.9s"),
+    (60, "1 min 00 s", "1m00s"),
+    (125.4, "2 min 05 s", "2m05s"),
+    (3599.4, "59 min 59 s", "59m59s"),  # rounded to the second first: still under the hour
+    (3599.5, "1 h 00 min", "1h00m"),
+    (3600 + 61 * 60 + 59, "2 h 01 min", "2h01m"),  # past an hour the seconds are dropped, not rounded
+])
+def test_a_duration_reads_the_same_in_both_styles(seconds, long, short):
+    """The page (`aekit compare`) and the terminal table (`aekit runs`) say the same thing, at their widths."""
+    assert run_table.format_duration(seconds, style="long") == long
+    assert run_table.format_duration(seconds, style="short") == short
+
+
+def test_an_unknown_duration_style_is_refused():
+    with pytest.raises(ValueError, match="expected one of long, short"):
+        run_table.format_duration(1.0, style="tiny")
+
+
 # -- compare --------------------------------------------------------------------------------------
 
 def test_compare_writes_one_self_contained_page(folder, tmp_path):

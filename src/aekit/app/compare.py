@@ -145,15 +145,6 @@ def _number(value: Any, digits: int = 4) -> str:
     return _e(value)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
 def _table(head: list[str], rows: list[str]) -> str:
     cells = "".join(f"<th>{_e(h)}</th>" for h in head)
     return f'<div class="scroll"><table><tr>{cells}</tr>{"".join(rows)}</table></div>'
@@ -165,9 +156,10 @@ def _runs_table(compared: list[_Compared]) -> str:
         r = c.row
         epochs = "" if r["epochs"] is None else f"{r['epochs']} of {r['epochs_planned']}"
         status = r["status"] + (f": {r['reason']}" if r["reason"] and r["status"] != "finished" else "")
+        duration = "" if r["time"] is None else run_table.format_duration(r["time"], style="long")
         rows.append(f"<tr><td>{_e(c.label)}</td><td>{_e(r['model'])}</td><td>{_e(r['dataset'])}</td>"
                     f"<td>{_e(r['task'])}</td><td class=\"num\">{_e(epochs)}</td>"
-                    f"<td class=\"num\">{_duration(r['time'])}</td>"
+                    f"<td class=\"num\">{_e(duration)}</td>"
                     f"<td class=\"status-{_e(r['status'])}\">{_e(status)}</td></tr>")
     notes = "".join(f'<p class="note">{_e(c.label)}: no test metrics shown: {_e(c.note)}</p>'
                     for c in compared if c.note)
@@ -178,11 +170,13 @@ def _metric_rows(compared: list[_Compared]) -> list[tuple[str, str, list[Any]]]:
     """(key, label, one value per run) for every test metric, the gain over the baselines, the
     last epoch's losses, and the training time."""
     from ..eval.evaluate import METRIC_LABELS
+    from .evaluation import per_item
 
     keys = list(dict.fromkeys(k for c in compared for k, v in c.metrics.items()
                               if run_table.is_number(v) and k not in NOT_COMPARED))
     keys = [k for k in METRIC_LABELS if k in keys] + [k for k in keys if k not in METRIC_LABELS]
-    rows = [(k, METRIC_LABELS.get(k, k).strip(), [c.metrics.get(k) for c in compared]) for k in keys]
+    rows = [(k, per_item(METRIC_LABELS.get(k, k), *_per(compared)).strip(), [c.metrics.get(k) for c in compared])
+            for k in keys]
     if any(c.row["gain"] is not None for c in compared):
         rows.append(("gain", "PSNR over the best baseline (dB)", [c.row["gain"] for c in compared]))
     for split, name in (("val", "validation"), ("train", "training")):
@@ -266,7 +260,7 @@ def _curves(compared: list[_Compared]) -> str:
     for part in parts:
         runs = {label: (epochs, by_part[part]) if part in by_part else None
                 for label, (epochs, by_part) in series.items()}
-        png = figure_png(overlaid_curves_figure(runs, title=f"{part} per image"), dpi=DPI)
+        png = figure_png(overlaid_curves_figure(runs, title=f"{part} per {_per(compared)[0]}"), dpi=DPI)
         data = base64.b64encode(png).decode("ascii")
         figures.append(f'<figure><img src="data:image/png;base64,{data}" alt="{_e(part)} curves">'
                        f"<figcaption>{_e(part)}: training (solid, the mean over each epoch) and validation "
@@ -274,6 +268,13 @@ def _curves(compared: list[_Compared]) -> str:
     missing = [c.label for c in compared if not c.history]
     note = (f'<p class="note">No epochs recorded yet for: {_e(", ".join(missing))}.</p>' if missing else "")
     return "".join(figures) + note
+
+
+def _per(compared: list[_Compared]) -> tuple[str, str]:
+    """What the runs' figures are per, in words: ("image", "images"), ("melody", "melodies"), or
+    for runs of both kinds ("image or melody", "images or melodies")."""
+    tasks = {c.run.task.data_kind: c.run.task for c in compared}
+    return " or ".join(tasks), " or ".join(t.data_plural for t in tasks.values())
 
 
 def _loss_series(history: list[dict]):

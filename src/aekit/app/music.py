@@ -9,7 +9,9 @@ sixteenth note.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from torch import Tensor
 from ..data.melodies import STEPS_PER_BAR, decode_events, melody_midi_bytes, read_melody
 from ..errors import ConfigError
 from ..eval import music as em
-from ..fileio import atomic_write_bytes, check_outputs
+from ..fileio import FileSet, atomic_write_bytes, check_outputs
 from ..latent import interpolate as interpolate_codes
 from ..run import Run
 from ..viz.figures import figure_png
@@ -83,17 +85,46 @@ def _prepare_folder(out_dir: Path, names: list[str], *, overwrite: bool, inputs=
     return paths
 
 
-def _write_melodies(melodies: Tensor, paths: list[Path], sheet: Path, figure: Figure, *, overwrite: bool) -> None:
+def _write_melodies(melodies: Tensor, paths: list[Path], sheet: Path, figure: Figure, *, overwrite: bool,
+                    prefix: str, inputs=()) -> list[Path]:
+    """Write one MIDI file per melody and the sheet; with ``overwrite``, then remove what an
+    earlier call left beside them (:func:`_remove_leftovers`).  Returns the files removed."""
     sheet.parent.mkdir(parents=True, exist_ok=True)
     for melody, path in zip(melodies, paths):
         atomic_write_bytes(path, melody_midi_bytes(melody), overwrite=overwrite)
     atomic_write_bytes(sheet, figure_png(figure), overwrite=overwrite)
+    return _remove_leftovers(sheet.parent, prefix, keep=paths, inputs=inputs) if overwrite else []
+
+
+def _remove_leftovers(out_dir: Path, prefix: str, *, keep: list[Path], inputs=()) -> list[Path]:
+    """Remove the files of an earlier call that this one did not write over: after 10 steps and
+    then 4 with --overwrite, step-05.mid ... step-10.mid would otherwise sit beside the new files
+    as if they belonged to the new sheet.
+
+    Only names aekit itself gives (``{prefix}-`` and two or more digits, ``.mid``: any width an
+    earlier ``-n`` gave) are removed, and never one of the call's ``inputs``; other files in the
+    folder are the user's and stay.  The folder is not swapped for a fresh one instead, because
+    -o may well be a folder of the user's own (it may even hold the two melodies interpolated).
+    They are removed only after the new files are written: a call that fails part-way removes nothing."""
+    pattern = re.compile(rf"{re.escape(prefix)}-\d{{2,}}\.mid")
+    kept = {p.name for p in keep}
+    inputs = FileSet(inputs)
+    removed = []
+    for path in sorted(out_dir.iterdir()):
+        if (pattern.fullmatch(path.name) and path.name not in kept and not os.path.isdir(path)
+                and inputs.find(path) is None):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d %s files left in %s by an earlier call", len(removed), prefix, out_dir)
+    return removed
 
 
 @dataclass
 class Written:
     midi: list[Path]
     sheet: Path
+    removed: list[Path] = field(default_factory=list)  # an earlier call's files, gone with --overwrite
 
 
 def write_samples(run_dir: str | Path, out_dir: str | Path, *, n: int = 8, temperature: float = 1.0, seed: int = 0,
@@ -101,7 +132,8 @@ def write_samples(run_dir: str | Path, out_dir: str | Path, *, n: int = 8, tempe
     """``n`` samples of a melody run as ``sample-01.mid``... and ``pianoroll.png`` in ``out_dir``.
 
     MusicVAE's sampling: codes from N(0, I), each step drawn from the decoder's softmax at
-    ``temperature`` (0.5 gives tidier tunes, 1.0 the model's own spread)."""
+    ``temperature`` (0.5 gives tidier tunes, 1.0 the model's own spread).  With ``overwrite``,
+    sample files of an earlier, larger call are removed (:func:`_remove_leftovers`)."""
     if not 1 <= n <= MAX_SAMPLES:
         raise ConfigError(f"-n must be in 1..{MAX_SAMPLES}, got {n}")
     if not temperature > 0:
@@ -115,9 +147,9 @@ def write_samples(run_dir: str | Path, out_dir: str | Path, *, n: int = 8, tempe
     melodies = draw_samples(run.model, n, temperature=temperature, seed=seed)
     figure = samples_figure(melodies, title=f"{n} samples from {run.config.model} ({run.name}), temperature "
                                             f"{temperature:g}")
-    _write_melodies(melodies, paths, sheet, figure, overwrite=overwrite)
+    removed = _write_melodies(melodies, paths, sheet, figure, overwrite=overwrite, prefix="sample")
     log.info("wrote %d samples to %s", n, out_dir)
-    return Written(paths, sheet)
+    return Written(paths, sheet, removed)
 
 
 def _end(run: Run, source: str | Path | int, test) -> tuple[Tensor, str]:
@@ -140,7 +172,9 @@ def interpolate_melodies(run_dir: str | Path, out_dir: str | Path, *, files: tup
 
     The ends are two music files (``files``: MIDI, MusicXML, ABC; their first T steps) or two
     test melodies (``between``: indices into the run's test split).  Writes ``step-01.mid``...
-    and ``pianoroll.png`` (one roll per step, the ends first and last) in ``out_dir``.
+    and ``pianoroll.png`` (one roll per step, the ends first and last) in ``out_dir``; with
+    ``overwrite``, the step files of an earlier call with more steps are removed
+    (:func:`_remove_leftovers`), so the folder holds exactly the steps on the sheet.
     """
     run = Run.open(run_dir, device=device)  # a broken run folder is the first thing to report
     require_melody_run(run, "interpolate")
@@ -164,8 +198,8 @@ def interpolate_melodies(run_dir: str | Path, out_dir: str | Path, *, files: tup
     titles = [f"{ends[0][1]} (decoded)"] + [f"step {i + 1}" for i in range(1, steps - 1)] + [f"{ends[1][1]} (decoded)"]
     figure = piano_roll_sheet(rolls, low, titles=titles, cols=min(steps, 4), steps_per_bar=STEPS_PER_BAR,
                               title=f"{run.config.model} ({run.name}): from {ends[0][1]} to {ends[1][1]}")
-    _write_melodies(melodies, paths, sheet, figure, overwrite=overwrite)
-    return Written(paths, sheet)
+    removed = _write_melodies(melodies, paths, sheet, figure, overwrite=overwrite, prefix="step", inputs=files)
+    return Written(paths, sheet, removed)
 
 
 # -- for the explorer ------------------------------------------------------------------------------

@@ -163,18 +163,19 @@ def _section_metrics(ctx: _Context) -> str | None:
     metrics = ctx.run.test_metrics()
     if metrics is None:
         return None
-    from ..eval.evaluate import METRIC_LABELS
+    from .evaluation import metric_labels
 
+    labels = metric_labels(ctx.task)  # "ELBO (nats per melody)" for a melody run
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
-    ordered = [k for k in METRIC_LABELS if k in scalars] + [k for k in scalars if k not in METRIC_LABELS]
-    out = [_kv_table({"": {METRIC_LABELS.get(k, k).strip(): scalars[k] for k in ordered}}, digits=4)]
-    elbo = "; the ELBO uses one posterior sample per image" if "elbo" in scalars else ""
+    ordered = [k for k in labels if k in scalars] + [k for k in scalars if k not in labels]
+    out = [_kv_table({"": {labels.get(k, k).strip(): scalars[k] for k in ordered}}, digits=4)]
+    elbo = f"; the ELBO uses one posterior sample per {ctx.task.data_kind}" if "elbo" in scalars else ""
     out.append(f'<p class="note">On the test split of {_e(ctx.cfg.data.dataset)}, outputs decoded from the '
                f"posterior mode{elbo}.</p>")
     for key, value in metrics.items():
         if not isinstance(value, dict):
             continue
-        title = "Baselines on the same test data" if key == "baselines" else METRIC_LABELS.get(key, key)
+        title = "Baselines on the same test data" if key == "baselines" else labels.get(key, key)
         out.append(f"<h3>{_e(title)}</h3>")
         if value and all(isinstance(v, dict) for v in value.values()):
             out.append(_grid_table(value))
@@ -186,9 +187,11 @@ def _section_metrics(ctx: _Context) -> str | None:
 def _section_curves(ctx: _Context) -> str | None:
     if not ctx.run.history():
         return None
-    fig = inspect.curves_figure(ctx.run, title="losses per image by epoch")
+    kind = ctx.task.data_kind
+    fig = inspect.curves_figure(ctx.run, title=f"losses per {kind} by epoch")
+    units = "in nats per image for BCE" if kind == "image" else f"in nats per {kind}"
     return _img(fig, "Training (solid, averaged over each epoch) and validation (dashed, at the end of each epoch) "
-                     "losses by part, in nats per image for BCE.", "loss curves")
+                     f"losses by part, {units}.", "loss curves")
 
 
 def _section_reconstructions(ctx: _Context) -> str:
@@ -283,8 +286,8 @@ def _section_generative(ctx: _Context) -> str | None:
         when = {"date": record.get("date", ""), "seconds": record.get("seconds", "")}
         if record.get("measured") == "nll":
             name = (f"NLL, K={record.get('nll_samples')} importance samples, {record.get('nll_images')} "
-                    f"{record.get('split')} images of {record.get('dataset')}")
-            rows[name] = {"nats per image": record.get("nll"), "standard error": record.get("nll_se"),
+                    f"{record.get('split')} {ctx.task.data_plural} of {record.get('dataset')}")
+            rows[name] = {f"nats per {ctx.task.data_kind}": record.get("nll"), "standard error": record.get("nll_se"),
                           "-ELBO (same samples)": record.get("nll_negative_elbo"), **when}
         elif record.get("measured") == "sample_quality":
             name = f"{record.get('n')} samples from {record.get('sampler')} ({record.get('dataset')})"

@@ -10,8 +10,8 @@ A row's keys (None where a value does not apply or is not known)::
 
     name, path, model, dataset, task
     epochs          epochs finished (metrics.jsonl); epochs_planned: what the config asks for
-    elbo, psnr, ssim, bce   test metrics (test_metrics.json): ELBO in nats per image, PSNR in
-                    dB, SSIM, BCE per pixel
+    elbo, psnr, ssim, bce   test metrics (test_metrics.json): ELBO in nats per image (per melody
+                    for melody runs), PSNR in dB, SSIM, BCE per pixel
     gain            test PSNR minus the best baseline's on the same images (denoise, super-resolution)
     time            training seconds, summed over the finished epochs
     status          finished | training | interrupted | broken
@@ -169,6 +169,33 @@ def _being_trained(path: Path) -> bool:
     # "1: FLOCK  ADVISORY  WRITE 22737 fe:00:5308432 0 EOF"; waiting requests are marked "->"
     return any(len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted
                for fields in (line.split() for line in table.splitlines() if "->" not in line))
+
+
+# -- cells -------------------------------------------------------------------------------------------
+
+# A duration's three ranges in each style: seconds (under a minute), minutes and seconds (under an
+# hour), hours and minutes.  "long" reads well on a page, "short" keeps a terminal table narrow.
+DURATION_FORMATS = {
+    "long": ("{:.1f} s", "{} min {:02d} s", "{} h {:02d} min"),   # 42.0 s, 2 min 05 s, 1 h 02 min
+    "short": ("{:.1f}s", "{}m{:02d}s", "{}h{:02d}m"),              # 42.0s, 2m05s, 1h02m
+}
+
+
+def format_duration(seconds: float, *, style: str = "long") -> str:
+    """``seconds`` as text in ``style`` ("long" or "short", see :data:`DURATION_FORMATS`).
+
+    Under a minute to a tenth of a second; from a minute on, rounded to the second, then shown
+    as minutes and seconds or, from an hour on, as hours and (whole) minutes.  A missing value
+    (None) is the caller's to show: a page leaves the cell empty, a terminal table prints "-".
+    """
+    try:
+        under_a_minute, under_an_hour, hours = DURATION_FORMATS[style]
+    except KeyError:
+        raise ValueError(f"style {style!r}: expected one of {', '.join(DURATION_FORMATS)}") from None
+    if seconds < 60:
+        return under_a_minute.format(seconds)
+    minutes, secs = divmod(round(seconds), 60)
+    return under_an_hour.format(minutes, secs) if minutes < 60 else hours.format(minutes // 60, minutes % 60)
 
 
 # -- sorting -----------------------------------------------------------------------------------------

@@ -142,9 +142,11 @@ class _Progress:
                        f"({record['images_per_second']:.0f} img/s)")
 
 
-def _print_metrics(metrics: dict, as_json: bool = False) -> None:
+def _print_metrics(metrics: dict, as_json: bool = False, labels: dict[str, str] | None = None) -> None:
+    """``labels``: the metrics' labels in the words of the run's data (app.evaluation.metric_labels)."""
     from ..eval.evaluate import METRIC_LABELS
 
+    names = labels or METRIC_LABELS
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
@@ -153,11 +155,11 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
     # other tables ({row: {column: value}}, e.g. a melody run's music statistics) follow the scalars
     tables = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality") and isinstance(v, dict)}
     metrics = {k: v for k, v in metrics.items() if k not in ("baselines", "sample_quality") and k not in tables}
-    width = max(len(METRIC_LABELS.get(k, k)) for k in metrics)
-    ordered = [k for k in METRIC_LABELS if k in metrics] + [k for k in metrics if k not in METRIC_LABELS]
+    width = max(len(names.get(k, k)) for k in metrics)
+    ordered = [k for k in names if k in metrics] + [k for k in metrics if k not in names]
     for key in ordered:
         value = metrics[key]
-        label = METRIC_LABELS.get(key, key)
+        label = names.get(key, key)
         text = f"{value:d}" if isinstance(value, int) else f"{value:.4f}"
         click.echo(f"  {label:<{width}}  {text}")
     if baselines and any("psnr" in b for b in baselines.values()):
@@ -168,7 +170,7 @@ def _print_metrics(metrics: dict, as_json: bool = False) -> None:
         _print_table("baselines on the same data" + (f" ({tuned})" if tuned else ""),
                      {"this model": {k: v for k, v in metrics.items() if k in columns}, **baselines})
     for key, table in tables.items():
-        _print_table(METRIC_LABELS.get(key, key), table)
+        _print_table(names.get(key, key), table)
     if quality:
         click.echo(f"samples ({quality['n']:,} from {quality['sampler']}), {quality['score']}:")
         click.echo(f"  Fréchet distance to the test images  {quality['fd']:.3f}   ({quality['note']})")
@@ -347,7 +349,10 @@ def train(model, out, resume, config_file, settings, list_settings, stop_after_e
         sys.exit(143 if stop["signal"] == signal.SIGTERM else 130)  # 128 + the signal, as shells report it
     if run.test_metrics is not None:
         click.echo("test metrics:")
-        _print_metrics(run.test_metrics)
+        from ..app.evaluation import metric_labels
+        from ..run import Run
+
+        _print_metrics(run.test_metrics, labels=metric_labels(Run.open(run.run_dir).task))
     if stop_after_epoch is not None and run.test_metrics is None:
         click.echo(f"stopped after epoch {run.result.epochs_done}; continue with: aekit train --resume {run.run_dir}")
     click.echo(f"run folder: {run.run_dir}")
@@ -460,7 +465,10 @@ def evaluate(run_dir, dataset, data_dir, device, as_json, nll, nll_samples, nll_
             bar.close()
     if not as_json:
         click.echo(f"{run_dir} on {dataset or 'its own dataset'} (test split):")
-    _print_metrics(metrics, as_json)
+    from ..app.evaluation import metric_labels
+    from ..run import Run
+
+    _print_metrics(metrics, as_json, labels=metric_labels(Run.open(run_dir).task))
 
 
 @main.command()

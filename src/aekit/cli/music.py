@@ -23,7 +23,9 @@ from . import main
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for step-01.mid ... and pianoroll.png (made if missing).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace files already in the -o folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files already in the -o folder, and remove the step-NN.mid files of an earlier, "
+                   "longer interpolation there (other files are left alone).")
 def interpolate(run_dir, melodies, between, steps, spherical, out_dir, device, overwrite):
     """Encode two melodies (MIDI, MusicXML or ABC files: their first bars, as long as the run's
     windows; or two test melodies with --between I J) and decode the codes between them.
@@ -37,3 +39,6 @@ def interpolate(run_dir, melodies, between, steps, spherical, out_dir, device, o
                                    steps=steps, spherical=spherical, device=device, overwrite=overwrite)
     click.echo(f"wrote {len(written.midi)} MIDI files ({written.midi[0].name} ... {written.midi[-1].name}) "
                f"and {written.sheet}")
+    if written.removed:
+        click.echo(f"removed {len(written.removed)} step files left by an earlier call ({written.removed[0].name} "
+                   f"... {written.removed[-1].name})")

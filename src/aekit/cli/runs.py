@@ -27,10 +27,10 @@ def runs(folder, sort, as_json):
     Status: finished, training (a trainer holds the run now), interrupted (fewer epochs than
     asked for; `aekit train --resume RUN` continues it) or broken (a file cannot be read; the
     reason is printed below the table).  Metrics columns appear where a run has them: ELBO
-    (nats per image), PSNR (dB), SSIM, BCE per pixel, and for denoising and super-resolution
+    (nats per image, or per melody), PSNR (dB), SSIM, BCE per pixel, and for denoising and super-resolution
     the PSNR gained over the best classical baseline.
     """
-    from ..app.runs import applicable_metrics, list_runs
+    from ..app.runs import applicable_metrics, format_duration, list_runs
 
     if folder is None:
         folder = Path("runs")
@@ -49,7 +49,8 @@ def runs(folder, sort, as_json):
     right = {"epochs", "time", *(m.label for m in metrics)}
     table = [[_cut(r["name"], NAME_WIDTH), _cut(r["model"], TEXT_WIDTH), _cut(r["dataset"], NAME_WIDTH),
               _cut(r["task"], TEXT_WIDTH), _epochs(r), *(_number(r[m.key], m.digits) for m in metrics),
-              _duration(r["time"]), r["status"]] for r in rows]
+              "-" if r["time"] is None else format_duration(r["time"], style="short"), r["status"]]
+             for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
@@ -106,11 +107,3 @@ def _epochs(row) -> str:
 def _number(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"

@@ -80,8 +80,15 @@ class Run:
         return layout.read_test_metrics(self.path)
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
-        """What `aekit evaluate` measured and stored after training (``evaluations.json``)."""
-        return layout.read_evaluations(self.path)
+        """What `aekit evaluate` measured and stored after training (``evaluations.json``; for a
+        read-only run, in its folder in aekit's cache, where `aekit evaluate` keeps it)."""
+        if not self.read_only:
+            return layout.read_evaluations(self.path)
+        try:
+            folder = self.source.output_dir()
+        except ConfigError:  # no cache folder can be made: nothing was stored there either
+            return {}
+        return layout.read_evaluations(folder)
 
     @property
     def has_report(self) -> bool:
