@@ -189,7 +189,7 @@ def _section_curves(ctx: _Context) -> str | None:
         return None
     kind = ctx.task.data_kind
     fig = inspect.curves_figure(ctx.run, title=f"losses per {kind} by epoch")
-    units = "in nats per image for BCE" if kind == "image" else f"in nats per {kind}"
+    units = f"in nats per {kind} where the loss is a likelihood (BCE, cross-entropy)"
     return _img(fig, "Training (solid, averaged over each epoch) and validation (dashed, at the end of each epoch) "
                      f"losses by part, {units}.", "loss curves")
 
