@@ -7,13 +7,11 @@ clients, with a malformed or oversized request after every 7 good ones.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
+from _benchmarks import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 RSS_GROWTH_BOUND_MB = 48  # measured growth is a few MB; a leak of even 100 kB a request would pass it
 
 pytestmark = [pytest.mark.slow,
@@ -21,11 +19,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def _serve_load():
-    spec = importlib.util.spec_from_file_location("aekit_serve_load", REPO / "benchmarks" / "serve_load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("serve_load")
 
 
 def test_mixed_load_gets_no_server_errors_and_memory_stays_flat(make_run):

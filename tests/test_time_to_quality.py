@@ -8,29 +8,22 @@ exactly as `aekit train` does it (the same weights after two epochs).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _benchmarks import load_benchmark
 from safetensors.torch import load_file
 
 import aekit
 from aekit.app import training
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def ttq():
-    spec = importlib.util.spec_from_file_location("aekit_time_to_quality", REPO / "benchmarks" / "time_to_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("time_to_quality")
 
 
 @pytest.fixture(autouse=True)
