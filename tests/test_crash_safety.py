@@ -330,7 +330,10 @@ def _sigkill_test(tmp_path: Path, history: list[str]) -> None:
                         (wait_lines < 0 and (run / ckpt.CONFIG_NAME).exists())
                         or (wait_lines > 0 and _metric_lines(run, stale) >= done + wait_lines)):
                     deadline = time.monotonic() + delay
-                if deadline is not None and time.monotonic() >= deadline:
+                # The first kill must come before the run folder: the reference run's load may have
+                # been slower (a cold cache), so it also comes the moment config.json appears.
+                early = wait_lines == 0 and kills == 0 and (run / ckpt.CONFIG_NAME).exists()
+                if early or (deadline is not None and time.monotonic() >= deadline):
                     os.kill(pid, signal.SIGKILL)
                     status = server.poll_exit(60)
                     break
