@@ -237,3 +237,13 @@ def test_a_stopped_melody_run_resumes_with_its_schedules(tmp_path):
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2]
     assert int(load_file(str(out / "model.safetensors"))["steps_trained"]) == history[-1]["step"] == 2 * steps_one
+
+
+def test_tables_after_the_scalars_use_the_labels_they_are_given(capsys):
+    from aekit.cli import _print_metrics
+
+    labels = {"elbo": "ELBO (nats per melody)", "nll_per_step": "NLL per step (nats, per melody)"}
+    _print_metrics({"elbo": -3.0, "nll_per_step": 2.0,
+                    "baselines": {"markov chain": {"nll_per_step": 2.1}}}, labels=labels)
+    out = capsys.readouterr().out
+    assert "NLL per step (nats, per melody)" in out and "markov chain" in out

@@ -75,6 +75,7 @@ class RunResult:
     run_dir: Path
     result: Any  # aekit.train.loop.TrainResult
     test_metrics: dict[str, Any] | None  # metric -> value, plus "baselines" for task runs
+    task: Any = None  # aekit.tasks.Task: what the run learned, for wording its metrics
 
 
 # -- from options to a config ----------------------------------------------------------------------
@@ -443,7 +444,7 @@ def _train_locked(dev, cfg: RunConfig, *, out, resume, callbacks, stop_after_epo
             run = Run(Path(run_dir), cfg)
             run.model = net  # the trained model and its data are at hand: the report need not load them again
             _write_report(run, splits=splits)
-    return RunResult(Path(run_dir), result, test_metrics)
+    return RunResult(Path(run_dir), result, test_metrics, task)
 
 
 def save_reconstructions(model, task, data, path: Path, *, n: int = 10, seed: int = 0) -> Path:

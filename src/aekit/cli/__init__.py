@@ -168,9 +168,9 @@ def _print_metrics(metrics: dict, as_json: bool = False, labels: dict[str, str] 
         columns = {key for b in baselines.values() for key in b} - {"param"}
         tuned = "; ".join(f"{name}: {b['param']}" for name, b in baselines.items() if b.get("param"))
         _print_table("baselines on the same data" + (f" ({tuned})" if tuned else ""),
-                     {"this model": {k: v for k, v in metrics.items() if k in columns}, **baselines})
+                     {"this model": {k: v for k, v in metrics.items() if k in columns}, **baselines}, names)
     for key, table in tables.items():
-        _print_table(names.get(key, key), table)
+        _print_table(names.get(key, key), table, names)
     if quality:
         click.echo(f"samples ({quality['n']:,} from {quality['sampler']}), {quality['score']}:")
         click.echo(f"  Fréchet distance to the test images  {quality['fd']:.3f}   ({quality['note']})")
@@ -180,14 +180,12 @@ def _print_metrics(metrics: dict, as_json: bool = False, labels: dict[str, str] 
         click.echo(f"  samples per class                    {shares}")
 
 
-def _print_table(title: str, rows: dict[str, dict]) -> None:
-    """{row: {column: value}} as a table, turned whichever way is narrower."""
-    from ..eval.evaluate import METRIC_LABELS
-
+def _print_table(title: str, rows: dict[str, dict], labels: dict[str, str]) -> None:
+    """{row: {column: value}} as a table, turned whichever way is narrower; ``labels`` names the metrics."""
     keys = list(dict.fromkeys(k for values in rows.values() for k in values if k != "param"))
 
     def label(name: str) -> str:
-        return name if name in rows else METRIC_LABELS.get(name, name.replace("_", " "))
+        return name if name in rows else labels.get(name, name.replace("_", " "))
 
     def span(names: list[str]) -> int:
         return sum(max(len(label(n)), 8) + 2 for n in names)
@@ -350,9 +348,8 @@ def train(model, out, resume, config_file, settings, list_settings, stop_after_e
     if run.test_metrics is not None:
         click.echo("test metrics:")
         from ..app.evaluation import metric_labels
-        from ..run import Run
 
-        _print_metrics(run.test_metrics, labels=metric_labels(Run.open(run.run_dir).task))
+        _print_metrics(run.test_metrics, labels=metric_labels(run.task))
     if stop_after_epoch is not None and run.test_metrics is None:
         click.echo(f"stopped after epoch {run.result.epochs_done}; continue with: aekit train --resume {run.run_dir}")
     click.echo(f"run folder: {run.run_dir}")
