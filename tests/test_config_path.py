@@ -106,6 +106,7 @@ def test_a_familys_training_defaults_fill_only_what_no_source_gives(monkeypatch,
     monkeypatch.setattr(family, "train_defaults", {"lr": 0.004, "warmup_steps": 3})
     assert plan_config(model="dense-ae").train.lr == 0.004
     assert plan_config(model="vae").train.lr == TrainConfig().lr  # another family: untouched
+    assert plan_config().train.lr == 2e-3  # no --model: the default conv-vae, at its family's rate
     given = plan_config(model="dense-ae", options={"lr": 0.002}, settings=["train.warmup_steps=9"])
     assert given.train.lr == 0.002 and given.train.warmup_steps == 9
     cfg = train(*SMALL, out=tmp_path / "a")
