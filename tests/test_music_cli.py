@@ -77,6 +77,26 @@ def test_evaluate_gives_accuracies_baselines_likelihood_and_music_statistics(run
     assert "baselines on the same data" in table.output and "this model" in table.output
 
 
+def test_the_likelihood_is_compared_with_the_chain_on_the_same_melodies_paired(run):
+    from aekit.app.evaluation import evenly_spread
+    from aekit.run import Run
+    from aekit.tasks.melody import fit_chain
+
+    result = cli("evaluate", run, "--json", "--nll-samples", "4", "--nll-images", "5")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    splits = Run.open(run).splits()
+    picked = splits.test.melodies[evenly_spread(len(splits.test.melodies), 5)]
+    chain_nll = -float(fit_chain(splits).log_prob(picked).double().mean()) / 32
+    assert metrics["markov_nll_per_step"] == pytest.approx(chain_nll)  # the five estimated melodies, not all
+    assert metrics["markov_nll_per_step"] != pytest.approx(metrics["baselines"]["markov chain"]["nll_per_step"])
+    # the mean of the paired differences is the difference of the means; positive: the model is better
+    assert metrics["nll_gain_over_markov_per_step"] == pytest.approx(chain_nll - metrics["nll_per_step"])
+    assert metrics["nll_gain_over_markov_se"] > 0
+    table = cli("evaluate", run, "--nll-samples", "4", "--nll-images", "5")
+    assert "gain over the chain per step (nats, paired by melody)" in table.output
+
+
 def test_a_melody_runs_figures_are_per_melody_in_the_report_and_the_comparison(run):
     from aekit.app.compare import render_comparison
     from aekit.app.report import render_report

@@ -75,7 +75,7 @@ def evaluate(run_dir: str | Path, *, dataset: str | None = None, data_dir: str |
         started = time.perf_counter()
         estimate = estimate_log_likelihood(model, data.items[picked], labels, samples=nll_samples,
                                            seed=run.config.train.seed, progress=progress)
-        metrics.update(run.task.likelihood_metrics(estimate, model))
+        metrics.update(run.task.likelihood_metrics(estimate, model, data.items[picked], splits, split))
         key = f"nll {scored_on} {split} K={estimate.samples} N={int(estimate.log_likelihood.numel())}"
         stored[key] = {"measured": "nll", "dataset": scored_on, "split": split, **estimate.as_dict(),
                        "seconds": round(time.perf_counter() - started, 1)}

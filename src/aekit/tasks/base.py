@@ -103,9 +103,11 @@ class Task:
             metrics["baselines"] = baselines
         return metrics
 
-    def likelihood_metrics(self, estimate, model) -> dict[str, Any]:
+    def likelihood_metrics(self, estimate, model, items=None, splits=None, split: str = "test") -> dict[str, Any]:
         """What ``aekit evaluate --nll`` adds to the metrics from an
-        :class:`~aekit.eval.likelihood.LikelihoodEstimate`: nats per image here."""
+        :class:`~aekit.eval.likelihood.LikelihoodEstimate`: nats per image here.  ``items`` are
+        the estimated inputs, from ``split`` of ``splits``, for a task that compares a baseline
+        on the same ones."""
         return estimate.as_dict()
 
     def baselines(self, val_set, test_set, *, seed: int = 0, max_images: int | None = None,
