@@ -80,13 +80,12 @@ class Run:
         return layout.read_test_metrics(self.path)
 
     def evaluations(self) -> dict[str, dict[str, Any]]:
-        """What `aekit evaluate` measured and stored after training (``evaluations.json``; for a
-        read-only run, in its folder in aekit's cache, where `aekit evaluate` keeps it)."""
-        if not self.read_only:
-            return layout.read_evaluations(self.path)
+        """What `aekit evaluate` measured and stored after training (``evaluations.json``, where
+        `aekit evaluate` keeps it: in the folder for derived files, :meth:`output_file`'s, which for
+        a read-only run is its own folder in aekit's cache)."""
         try:
             folder = self.source.output_dir()
-        except ConfigError:  # no cache folder can be made: nothing was stored there either
+        except ConfigError:  # a read-only run whose cache folder cannot be made: nothing was stored there
             return {}
         return layout.read_evaluations(folder)
 
