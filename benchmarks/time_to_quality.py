@@ -401,7 +401,7 @@ def run_lesson_loop(recipe: Recipe, res: dict, splits, device: torch.device, say
     clock = Clock()
     with cpu_threads(device):
         for epoch in range(1, epochs + 1):
-            tp.plain_epoch(net, opt, batches())
+            tp.plain_epoch(net, opt, batches(), device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall, cpu = clock.read()

@@ -404,7 +404,8 @@ class Trainer:
         seen, seconds_before = 0, 0.0
         if self._resume_partial is not None and self.batch_in_epoch:
             # float32, as accumulated before the stop, so the epoch's means come out bit-identical
-            sums = {k: torch.tensor(v, dtype=torch.float32) for k, v in self._resume_partial["sums"].items()}
+            sums = {k: torch.tensor(v, dtype=torch.float32, device=self.device)
+                    for k, v in self._resume_partial["sums"].items()}
             seen, seconds_before = int(self._resume_partial["count"]), float(self._resume_partial["seconds"])
         self._resume_partial = None
         lr = self._set_lr()
@@ -505,8 +506,10 @@ def _reduce_means(sums: dict[str, torch.Tensor], count: int, distributed: bool =
     if not sums:
         return {}
     keys = sorted(sums)
-    packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys] +
-                         [torch.tensor(float(count), dtype=torch.float64)])
+    parts = [torch.as_tensor(sums[k], dtype=torch.float64) for k in keys]
+    # stacked where the sums were accumulated (the training device), the count made there too
+    where = parts[0].device
+    packed = torch.stack([p.to(where) for p in parts] + [torch.tensor(float(count), dtype=torch.float64, device=where)])
     if distributed:
         packed = all_reduce_sum(packed)
     total = float(packed[-1])

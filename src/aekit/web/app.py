@@ -398,7 +398,8 @@ def create_app(run_dirs: Sequence[str | Path], *, device: str = "cpu", allowed_h
     @app.get("/api/runs")
     def list_runs():
         # the most GPU memory the server's models and decodes have held at once, for the benchmarks
-        peak = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else None
+        # (None on a CPU server, even where CUDA was initialised in the process for other work)
+        peak = torch.cuda.max_memory_allocated() if device_name.startswith("cuda") and torch.cuda.is_initialized() else None
         return {"runs": [dict(r.summary(), has_report=r.has_report) for r in runs.values()],
                 "device": device_name, "gpu_memory_peak_bytes": peak}
 
