@@ -119,3 +119,33 @@ def test_a_familys_training_defaults_fill_only_what_no_source_gives(monkeypatch,
     monkeypatch.setattr(family, "train_defaults", {"lr": 0.004})
     result = CliRunner().invoke(main, ["models", "--fields", "dense-ae"])
     assert "train.lr = 0.004  (this model's default)" in result.output
+
+
+def test_a_run_saved_before_a_model_field_existed_loads_and_retrains_as_it_was_trained(tmp_path):
+    """dense-ae's ``activation`` and ``norm`` came after runs were saved with ReLU layers and no
+    norm: a config.json without them means those (``setting(absent=...)``), not today's GELU and
+    layer norm, so the old weights load into the layers they were trained in."""
+    import aekit
+    from aekit.app.training import plan_config
+    from aekit.registry import lookup
+
+    old = tmp_path / "old"
+    train(*SMALL, "--set", "model.activation=relu", "--set", "model.norm=none", out=old)
+    x = torch.rand(3, 1, 14, 14)
+    before = aekit.load(old).reconstruct(x)
+    cfg = json.loads((old / "config.json").read_text())
+    for name in ("activation", "norm"):
+        del cfg["model_config"][name]
+    (old / "config.json").write_text(json.dumps(cfg))
+
+    model = aekit.load(old)  # strict: LayerNorm weights expected by mistake would be missing keys
+    assert not any(isinstance(m, (torch.nn.LayerNorm, torch.nn.GELU)) for m in model.modules())
+    torch.testing.assert_close(model.reconstruct(x), before, rtol=0, atol=0)
+    planned = plan_config(config_file=old / "config.json")
+    assert (planned.model_config["activation"], planned.model_config["norm"]) == ("relu", "none")
+
+    new_cls, _ = lookup("dense-ae")
+    assert (new_cls().activation, new_cls().norm) == ("gelu", "layer")  # what a new run gets
+    fresh = train(*SMALL, out=tmp_path / "new")
+    assert (fresh["model_config"]["activation"], fresh["model_config"]["norm"]) == ("gelu", "layer")
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in aekit.load(tmp_path / "new").modules())

@@ -27,16 +27,35 @@ MAX_WIDTH = 65_536  # largest layer width or code size a config may ask for; the
 RECON_LOSSES = ("bce", "mse")  # aekit.models.base.reconstruction_loss
 
 
+_UNSET = object()
+
+
 def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None,
-            above: float | None = None, choices: tuple[str, ...] | None = None, help: str = "") -> Any:
+            above: float | None = None, choices: tuple[str, ...] | None = None, help: str = "",
+            absent: Any = _UNSET) -> Any:
     """A dataclass field with the range it must lie in, checked wherever the value comes from.
 
     ``minimum``/``maximum`` are inclusive bounds, ``above`` an exclusive lower one (a learning
     rate above 0).  The command line's option types are made from the same metadata
-    (``aekit.cli``), so a flag and a config file are held to one definition.
+    (``aekit.cli``), so a flag and a config file are held to one definition.  ``absent`` is
+    what a stored config that lacks the field meant: for a field added after runs were saved
+    with a fixed behaviour, that behaviour, so old runs load as they were trained
+    (:func:`fill_absent`), while new runs get ``default``.
     """
     meta = {"minimum": minimum, "maximum": maximum, "above": above, "choices": choices, "help": help}
+    if absent is not _UNSET:
+        meta["absent"] = absent
     return field(default=default, metadata=meta)
+
+
+def fill_absent(config_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config's ``values`` with each field it lacks that declares an ``absent``
+    value set to that value (see :func:`setting`)."""
+    filled = dict(values)
+    for f in dataclasses.fields(config_cls):
+        if f.name not in filled and "absent" in f.metadata:
+            filled[f.name] = f.metadata["absent"]
+    return filled
 
 
 @dataclass

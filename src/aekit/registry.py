@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
+from .config import fill_absent
 from .errors import ConfigError
 
 MODELS: dict[str, tuple[type, type]] = {}
@@ -66,6 +67,19 @@ def config_from_dict(name: str, values: dict[str, Any]):
 
     config_cls, _ = lookup(name)
     return from_plain(config_cls, values, source=f"model {name!r}", error=ConfigError)
+
+
+def fill_absent_model_config(name: str, values: Any) -> Any:
+    """:func:`aekit.config.fill_absent` for model ``name``'s stored config, so a run saved before
+    one of its fields existed loads as it was trained; an unknown model or a malformed config is
+    left as it is, for the checks that build the model to refuse in one line."""
+    if not isinstance(values, dict):
+        return values
+    try:
+        config_cls, _ = lookup(name)
+    except ConfigError:
+        return values
+    return fill_absent(config_cls, values)
 
 
 def build_model(name: str, config):

@@ -30,7 +30,7 @@ from ..config import (
 )
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_text
-from ..registry import config_from_dict, lookup
+from ..registry import config_from_dict, fill_absent_model_config, lookup
 from ..run import layout
 from ..run.folder import Run
 
@@ -137,6 +137,8 @@ def plan_config(*, config_file: str | Path | None = None, model: str | None = No
     model_config = base.get("model_config", {})
     if not isinstance(model_config, dict):
         raise ConfigError(f"{where}: model_config must be an object")
+    if "format_version" in base and base_model is not None and model in (None, base_model):
+        model_config = fill_absent_model_config(base_model, model_config)  # a run's config.json: as it was trained
     values["model"].update(model_config)
 
     for name, value in (options or {}).items():

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..nn import MLP
+from ..nn.blocks import ACTIVATIONS, NORMS
 from ..registry import register
 from .base import Autoencoder, Posterior
 
@@ -19,6 +20,13 @@ class DenseAEConfig:
     hidden: tuple[int, ...] = setting((512, 256), minimum=1, maximum=MAX_WIDTH)  # two layers: enough to beat PCA clearly on MNIST
     latent_dim: int = setting(32, minimum=1, maximum=MAX_WIDTH)  # 30-ish is the classic comparison with PCA (Hinton & Salakhutdinov 2006)
     recon_loss: str = setting("bce", choices=RECON_LOSSES)  # per-pixel Bernoulli likelihood suits [0, 1] images such as MNIST
+    # GELU and layer norm in the hidden layers: the 30-d MNIST code's test squared error per image
+    # after 30 epochs (batch 256, lr 4e-3, bf16) is 2.99 against 3.64 with plain ReLU layers
+    # (README, "Time to quality"); layer norm, not batch norm, so that a sample's code does not
+    # depend on its batch and distributed training equals one process.  Runs saved before these
+    # two fields existed had ReLU layers and no norm, and load as such.
+    activation: str = setting("gelu", choices=tuple(ACTIVATIONS), absent="relu")
+    norm: str = setting("layer", choices=NORMS, absent="none")
 
     @classmethod
     def tiny(cls, in_shape: tuple[int, int, int] = (1, 16, 16), **overrides) -> DenseAEConfig:
@@ -35,8 +43,9 @@ class DenseAE(Autoencoder):
     def __init__(self, config: DenseAEConfig):
         super().__init__(config)
         n = math.prod(self.in_shape)
-        self.encoder = MLP([n, *config.hidden, config.latent_dim])
-        self.decoder = MLP([config.latent_dim, *reversed(config.hidden), n])
+        layers = {"activation": config.activation, "norm": config.norm}
+        self.encoder = MLP([n, *config.hidden, config.latent_dim], **layers)
+        self.decoder = MLP([config.latent_dim, *reversed(config.hidden), n], **layers)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
         self.check_input(x)

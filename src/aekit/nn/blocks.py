@@ -27,15 +27,23 @@ def spatial_chain(size: int, steps: int) -> list[int]:
     return sizes
 
 
-class MLP(nn.Sequential):
-    """Linear layers with ReLU between them (none after the last)."""
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+NORMS = ("none", "layer")
 
-    def __init__(self, sizes: Sequence[int], *, final_activation: nn.Module | None = None):
+
+class MLP(nn.Sequential):
+    """Linear layers with an activation between them (none after the last), each hidden layer
+    layer-normalised before it with ``norm="layer"``."""
+
+    def __init__(self, sizes: Sequence[int], *, final_activation: nn.Module | None = None,
+                 activation: str = "relu", norm: str = "none"):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(nn.ReLU(inplace=True))
+                if norm == "layer":
+                    layers.append(nn.LayerNorm(b))
+                layers.append(ACTIVATIONS[activation]())
         if final_activation is not None:
             layers.append(final_activation)
         super().__init__(*layers)

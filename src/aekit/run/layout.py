@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import CheckpointError
+from ..registry import fill_absent_model_config
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -46,7 +47,9 @@ def read_config(run_dir: str | Path) -> RunConfig:
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; is {run_dir} a run folder written by `aekit train`?")
-    return RunConfig.from_dict(read_json(path, "an aekit config"), source=str(path))
+    cfg = RunConfig.from_dict(read_json(path, "an aekit config"), source=str(path))
+    cfg.model_config = fill_absent_model_config(cfg.model, cfg.model_config)  # as it was trained
+    return cfg
 
 
 # config.json and test_metrics.json are a few KB; anything far larger is not aekit's, and is
