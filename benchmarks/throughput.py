@@ -154,8 +154,8 @@ def measure(name: str, images: torch.Tensor, args, device: torch.device, peaks: 
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(images), batch_size=BATCH, shuffle=True)
 
-    # warm-up both (first calls allocate and pick kernels)
-    epoch_fn(plain, plain_opt, DataLoader(TensorDataset(images[:1024]), batch_size=BATCH), device)
+    # warm-up both with a whole epoch of what is timed (first calls allocate and pick kernels)
+    epoch_fn(plain, plain_opt, loader, device)
     trainer.epoch = 0
     trainer._run_epoch()
     if device.type == "cuda":
