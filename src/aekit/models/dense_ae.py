@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
-from ..nn import MLP
-from ..nn.blocks import ACTIVATIONS, NORMS
+from ..nn import ACTIVATIONS, MLP, NORMS
 from ..registry import register
 from .base import Autoencoder, Posterior
 

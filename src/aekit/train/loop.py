@@ -507,9 +507,8 @@ def _reduce_means(sums: dict[str, torch.Tensor], count: int, distributed: bool =
         return {}
     keys = sorted(sums)
     parts = [torch.as_tensor(sums[k], dtype=torch.float64) for k in keys]
-    # stacked where the sums were accumulated (the training device), the count made there too
-    where = parts[0].device
-    packed = torch.stack([p.to(where) for p in parts] + [torch.tensor(float(count), dtype=torch.float64, device=where)])
+    # the count joins the sums on their device (the training device: a GPU's, under CUDA)
+    packed = torch.stack([*parts, parts[0].new_tensor(float(count))])
     if distributed:
         packed = all_reduce_sum(packed)
     total = float(packed[-1])
