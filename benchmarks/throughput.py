@@ -13,7 +13,7 @@ Each line also gives the achieved GFLOP/s (FLOPs of one training step counted by
 its share of the peak measured in the same run by a large matmul in the precision used.
 The last line reads ``ratio aekit/plain: R`` for the lesson's conv AE.
 
-    python benchmarks/throughput.py [--rounds 5] [--images 8192] [--models conv-ae,conv-vae,dn]
+    python benchmarks/throughput.py [--rounds 5] [--images 8192] [--models conv-ae,conv-vae,dn] [--batch-size 256]
                                     [--device cpu|cuda] [--precision auto|fp32|bf16]
 """
 
@@ -113,9 +113,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: i
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def step_flops(model, images: torch.Tensor, memory_format) -> float:
+def step_flops(model, images: torch.Tensor, memory_format, batch: int = BATCH) -> float:
     """FLOPs of one training step (forward + backward) per image, counted by torch."""
-    probe = images[:BATCH].contiguous(memory_format=memory_format)
+    probe = images[:batch].contiguous(memory_format=memory_format)
     with FlopCounterMode(display=False) as counter:
         batch = Batch(probe, probe)
         model.loss(batch, model(batch)).total.backward()
@@ -141,18 +141,18 @@ def measure(name: str, images: torch.Tensor, args, device: torch.device, peaks: 
     cfg_cls, _ = lookup(name)
     model = build_model(name, cfg_cls())
     run_cfg = RunConfig(model=name, model_config={}, train=TrainConfig(
-        epochs=10_000, batch_size=BATCH, lr=1e-3, schedule="constant", warmup_steps=0, precision=args.precision))
+        epochs=10_000, batch_size=args.batch_size, lr=1e-3, schedule="constant", warmup_steps=0, precision=args.precision))
     tmp = tempfile.TemporaryDirectory()
-    trainer = Trainer(model, InMemory(images), InMemory(images[:BATCH]), run_cfg, tmp.name,
+    trainer = Trainer(model, InMemory(images), InMemory(images[:args.batch_size]), run_cfg, tmp.name,
                       task=make_task("reconstruct"), device=device)
-    flops = step_flops(model, images.to(device), trainer.memory_format)
+    flops = step_flops(model, images.to(device), trainer.memory_format, args.batch_size)
 
     if name == "conv-ae":
         plain, epoch_fn, plain_label = lesson_model().to(device), plain_epoch, "the lesson's model and loop"
     else:
         plain, epoch_fn, plain_label = build_model(name, cfg_cls()).to(device), plain_module_epoch, "plain loop"
     plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
-    loader = DataLoader(TensorDataset(images), batch_size=BATCH, shuffle=True)
+    loader = DataLoader(TensorDataset(images), batch_size=args.batch_size, shuffle=True)
 
     # warm-up both with a whole epoch of what is timed (first calls allocate and pick kernels)
     epoch_fn(plain, plain_opt, loader, device)
@@ -194,6 +194,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=8192, help="images per epoch")
+    parser.add_argument("--batch-size", type=int, default=BATCH,
+                        help="both loops' batch (the lesson's is 256; aekit's own default is 64)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN time its algorithms for each shape first (both loops; GPU only)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--models", default="conv-ae,conv-vae,dn",
                         help="comma-separated; conv-ae is the lesson's model and gives the last line")
@@ -205,13 +209,14 @@ def main() -> int:
         print("throughput.py: --device cuda, but torch sees no CUDA GPU here; use --device cpu", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     images, source = load_images(args.images)
 
     import os
 
-    print(f"data: {source}, {len(images)} images per epoch, batch {BATCH}, {torch.get_num_threads()} threads, "
+    print(f"data: {source}, {len(images)} images per epoch, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {device}, load {os.getloadavg()[0]:.1f}")
     peaks = {torch.float32: matmul_peak(device, torch.float32)}
     peaks[torch.bfloat16] = matmul_peak(device, torch.bfloat16)

@@ -31,6 +31,7 @@ baselines aekit computes (the noisy input and the filters; nearest, bilinear, bi
     python benchmarks/time_to_quality.py --device cuda --precision both
     python benchmarks/time_to_quality.py --quick --json           # CI-sized: mnist-5k, 1 epoch
     python benchmarks/time_to_quality.py --threads 1 ...          # a shared, busy machine
+    python benchmarks/time_to_quality.py --set train.batch_size=256 --lr-scale 2   # another recipe
 """
 
 from __future__ import annotations
@@ -258,8 +259,9 @@ class Watch:
                  f"{self.recipe.label} {fmt(self.recipe, value)}{rate}")
 
 
-def plan(recipe: Recipe, args, device: torch.device, precision: str) -> tuple[dict[str, Any], Any]:
-    """The options for aekit.train, and the config they plan (checked, as `aekit train` checks them)."""
+def plan(recipe: Recipe, args, device: torch.device, precision: str) -> tuple[dict[str, Any], Any, tuple[str, ...]]:
+    """The options and settings for aekit.train, and the config they plan (checked, as `aekit train`
+    checks them): (options, config, settings)."""
     from aekit.app import training
 
     options = dict(recipe.options)
@@ -272,13 +274,18 @@ def plan(recipe: Recipe, args, device: torch.device, precision: str) -> tuple[di
         options["epochs"] = epochs
     options["device"] = device.type
     options["precision"] = precision
-    return options, training.plan_config(model=recipe.model, options=options, settings=recipe.settings)
+    settings = (*recipe.settings, *args.set)
+    cfg = training.plan_config(model=recipe.model, options=options, settings=settings)
+    if args.lr_scale != 1.0:  # of the rate the recipe would train at (the model family's, or --set's)
+        settings = (*settings, f"train.lr={cfg.train.lr * args.lr_scale:g}")
+        cfg = training.plan_config(model=recipe.model, options=options, settings=settings)
+    return options, cfg, settings
 
 
-def command_line(recipe: Recipe, options: dict[str, Any]) -> str:
+def command_line(recipe: Recipe, options: dict[str, Any], settings: tuple[str, ...]) -> str:
     words = ["aekit train"] + ([f"--model {recipe.model}"] if recipe.model else [])
     words += [f"--{k.replace('_', '-')} {v}" for k, v in options.items()]
-    words += [f"--set {item}" for item in recipe.settings]
+    words += [f"--set {item}" for item in settings]
     return " ".join(words)
 
 
@@ -290,10 +297,10 @@ def run_recipe(recipe: Recipe, precision: str, args, device: torch.device, out: 
     from aekit.tasks import task_of
     from aekit.train.loop import Callbacks
 
-    options, cfg = plan(recipe, args, device, precision)
+    options, cfg, settings = plan(recipe, args, device, precision)
     task = task_of(cfg.data)
     say(f"\n== {recipe.name} ({precision}): {recipe.goal}")
-    say(f"   {command_line(recipe, options)}")
+    say(f"   {command_line(recipe, options, settings)}")
     budget = budget_text(recipe)
     say(f"   planned {cfg.train.epochs} epoch(s): the {cfg.train.schedule} schedule is laid out over all of them; "
         f"reaching the target{' or spending the budget (' + budget + ')' if budget != '-' else ''} "
@@ -318,7 +325,7 @@ def run_recipe(recipe: Recipe, precision: str, args, device: torch.device, out: 
     watch = Watch(recipe, run_dir, task, splits.test, reference, device, cfg.train.seed, clock, say)
     callbacks = Callbacks(on_epoch=watch.on_epoch, on_epoch_start=watch.on_epoch_start,
                           should_stop=watch.should_stop)
-    result = training.train(model=recipe.model, out=run_dir, callbacks=callbacks, settings=recipe.settings,
+    result = training.train(model=recipe.model, out=run_dir, callbacks=callbacks, settings=settings,
                             evaluate_test=False, write_report=False, **options).result
     end_wall, end_cpu = clock.read()
     if device.type == "cuda":
@@ -344,7 +351,7 @@ def run_recipe(recipe: Recipe, precision: str, args, device: torch.device, out: 
     rates = [row["images_per_second"] for row in watch.history if "images_per_second" in row]
     res = {
         "recipe": recipe.name, "goal": recipe.goal, "precision": precision, "device": str(device),
-        "command": command_line(recipe, options), "dataset": cfg.data.dataset, "test_images": len(splits.test),
+        "command": command_line(recipe, options, settings), "dataset": cfg.data.dataset, "test_images": len(splits.test),
         "metric": recipe.metric, "label": recipe.label, "target": recipe.target,
         "higher_is_better": recipe.higher_is_better, "budget_minutes": recipe.budget_minutes,
         "budget_epochs": recipe.budget_epochs, "planned_epochs": cfg.train.epochs, "stopped": stopped,
@@ -531,6 +538,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="CPU threads (aekit trains with at most one per core)  [default: torch's]")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="the planned length of every recipe (its schedule's), instead of its own")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="a setting for every recipe, as `aekit train --set` (e.g. train.batch_size=256)")
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="multiply every recipe's learning rate (its model family's default) by this")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized: mnist-5k instead of MNIST, 1 epoch (unless --max-epochs)")
     parser.add_argument("--json", action="store_true",
@@ -546,6 +557,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-epochs must be 1 or more")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be 1 or more")
+    if not args.lr_scale > 0:
+        parser.error("--lr-scale must be above 0")
     args.recipe_list = [BY_NAME[n] for n in names]
     args.data_dir = args.data_dir.resolve()
     return args

@@ -391,3 +391,57 @@ def test_checkpoints_move_between_gpu_and_cpu(tmp_path):
     x = torch.rand(4, 1, 28, 28)
     on_cpu, on_gpu = aekit.load(run, device="cpu"), aekit.load(run, device="cuda")
     torch.testing.assert_close(on_cpu.reconstruct(x), on_gpu.reconstruct(x.cuda()).cpu(), rtol=1e-3, atol=1e-3)
+
+
+@needs_gpu
+def test_gpu_training_keeps_the_data_on_the_gpu_and_resumes_mid_epoch_as_if_never_stopped(tmp_path, monkeypatch):
+    from aekit.train.loop import Callbacks, Trainer
+
+    where = []
+    original = Trainer._resident_items
+
+    def recording(self, labels):
+        items, labels = original(self, labels)
+        where.append(items.device.type)
+        return items, labels
+
+    monkeypatch.setattr(Trainer, "_resident_items", recording)
+    common = {"model": "dense-ae", "epochs": 2, "batch_size": 256, "seed": 0, "device": "cuda",
+              "model_options": TINY_DENSE, "evaluate_test": False, "write_report": False}
+    training.train(out=tmp_path / "whole", **common)
+    polls = {"n": 0}
+
+    def stop_mid_epoch():
+        polls["n"] += 1
+        return polls["n"] > 21
+
+    training.train(out=tmp_path / "split", callbacks=Callbacks(should_stop=stop_mid_epoch), **common)
+    training.train(resume=tmp_path / "split", device="cuda", evaluate_test=False, write_report=False)
+    assert where and set(where) == {"cuda"}
+    whole, split = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "split"))
+    for key in whole:
+        torch.testing.assert_close(whole[key], split[key], rtol=1e-5, atol=1e-6)
+
+
+@needs_gpu
+def test_gpu_nan_loss_is_caught_by_the_deferred_checks_naming_its_step(tmp_path, monkeypatch):
+    import aekit
+    from aekit.errors import TrainingError
+    from aekit.models.dense_ae import DenseAE
+
+    original = DenseAE.loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch, out):
+        losses = original(self, batch, out)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 20:  # inside the second epoch (16 steps per epoch)
+                losses.total = losses.total * float("nan")
+        return losses
+
+    monkeypatch.setattr(DenseAE, "loss", poisoned)
+    with pytest.raises(TrainingError, match=r"step 19 \(epoch 2\).*not finite.*last good checkpoint"):
+        training.train(model="dense-ae", epochs=3, batch_size=256, device="cuda", out=tmp_path / "run",
+                       model_options=TINY_DENSE)
+    assert aekit.load(tmp_path / "run").encode(torch.rand(1, 1, 28, 28)).mode().isfinite().all()

@@ -46,7 +46,7 @@ def check_contract(model):
     assert (posterior.logvar is not None) == model.variational
     out = model(batch)
     assert out.logits.shape == (6, *model.logits_shape)
-    x_hat = model.decode(posterior.mode(), batch.y)
+    x_hat = model.decode(posterior.mode(), batch.y).detach()
     assert x_hat.shape == (6, *model.out_shape)
     if x_hat.is_floating_point():  # pixels in [0, 1]
         assert 0 <= float(x_hat.min()) and float(x_hat.max()) <= 1

@@ -133,3 +133,16 @@ def test_cuda_without_a_gpu_exits_2(ttq, capsys):
     assert ttq.main(["--quick", "--recipes", "default", "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device cuda" in err[0]
+
+
+def test_set_and_lr_scale_change_every_recipe_as_aekit_train_would(ttq):
+    from aekit.registry import lookup
+
+    args = ttq.parse_args(["--quick", "--recipes", "lesson-conv-ae", "--set", "train.batch_size=128",
+                           "--lr-scale", "2"])
+    options, cfg, settings = ttq.plan(args.recipe_list[0], args, torch.device("cpu"), "fp32")
+    family_lr = lookup("conv-ae")[1].train_defaults["lr"]
+    assert cfg.train.batch_size == 128 and cfg.train.lr == pytest.approx(2 * family_lr)
+    assert "--set train.batch_size=128" in ttq.command_line(args.recipe_list[0], options, settings)
+    with pytest.raises(SystemExit):
+        ttq.parse_args(["--lr-scale", "0"])

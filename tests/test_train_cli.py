@@ -128,8 +128,15 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     assert metrics_without_timing(full) == metrics_without_timing(split)
 
 
-def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("checks", ["at once", "deferred every 3 steps", "deferred to the epoch's end"])
+def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_path, monkeypatch, checks):
     from aekit.models.dense_ae import DenseAE
+    from aekit.train import loop
+
+    # deferred: as on a GPU, where the checks wait for the device only every few steps
+    if checks != "at once":
+        monkeypatch.setattr(loop.Trainer, "defer_finite_checks", True)
+        monkeypatch.setattr(loop, "FINITE_CHECK_EVERY", 3 if "3" in checks else 1000)
 
     original = DenseAE.loss
     calls = {"n": 0}
@@ -148,6 +155,36 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_p
                   model_options={"hidden": (16,), "latent_dim": 4})
     # the checkpoint named in the message is whole and loads
     assert aekit.load(tmp_path / "run").encode(torch.rand(1, 1, 28, 28)).mode().isfinite().all()
+
+
+def test_a_stop_after_a_deferred_bad_step_saves_nothing_and_names_that_step(tmp_path, monkeypatch):
+    from aekit.models.dense_ae import DenseAE
+    from aekit.train import loop
+
+    monkeypatch.setattr(loop.Trainer, "defer_finite_checks", True)
+    monkeypatch.setattr(loop, "FINITE_CHECK_EVERY", 1000)
+    original = DenseAE.loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch, out):
+        losses = original(self, batch, out)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 20:
+                losses.total = losses.total * float("nan")
+        return losses
+
+    monkeypatch.setattr(DenseAE, "loss", poisoned)
+    polls = {"n": 0}
+
+    def stop_at_step_22():
+        polls["n"] += 1
+        return polls["n"] > 22
+
+    with pytest.raises(TrainingError, match=r"step 19 \(epoch 2\).*not finite.*last good checkpoint: .*ckpt-00001"):
+        training.train(model="dense-ae", epochs=3, batch_size=256, out=tmp_path / "run",
+                       model_options={"hidden": (16,), "latent_dim": 4}, callbacks=Callbacks(should_stop=stop_at_step_22))
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["ckpt-00001-000000016"]  # epoch 1 only
 
 
 def test_images_with_nan_or_no_contrast_are_refused_before_training(tmp_path, monkeypatch):

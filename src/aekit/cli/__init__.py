@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -117,6 +119,7 @@ class _Progress:
         self.total_epochs = total_epochs
         self.enabled = enabled
         self.bar = None
+        self.losses_shown = -math.inf  # time.monotonic() of the last losses shown
 
     def epoch_start(self, epoch: int, batches: int) -> None:
         if not self.enabled:
@@ -129,7 +132,11 @@ class _Progress:
     def step(self, info) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            if info.batch_in_epoch % 5 == 0 or info.batch_in_epoch == info.batches_per_epoch:
+            # Reading the losses waits for the step to finish (on a GPU, the CPU would stop queueing
+            # the next steps), so they are read twice a second, not at every step.
+            now = time.monotonic()
+            if now - self.losses_shown >= 0.5 or info.batch_in_epoch == info.batches_per_epoch:
+                self.losses_shown = now
                 self.bar.set_postfix_str(_fmt_losses(info.losses))
 
     def epoch_end(self, record: dict) -> None:

@@ -29,7 +29,7 @@ from torch import Tensor
 from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..nn import MLP, ConvTrunk
 from ..registry import register
-from .base import Autoencoder, Batch, Losses, Output, Posterior, StepContext, check_finite, make_adam
+from .base import Autoencoder, Batch, Losses, Output, Posterior, StepContext, make_adam
 
 
 @dataclass
@@ -106,7 +106,7 @@ class AdversarialAE(Autoencoder):
         with ctx.autocast():
             out: Output = ctx.forward(batch, ctx.generator)
             recon = self.loss(batch, out).total
-        check_finite(Losses(recon, {"recon": recon}))
+        ctx.check_finite(Losses(recon, {"recon": recon}))
         ctx.backward_step(recon, optimizers["autoencoder"])
 
         # 2. discriminator: prior draws are "real" (1), the encoder's codes "fake" (0).
@@ -115,7 +115,7 @@ class AdversarialAE(Autoencoder):
             d_prior, d_codes = ctx.forward(batch, ctx.generator, phase="discriminator", codes=codes)
             disc = 0.5 * (F.binary_cross_entropy_with_logits(d_prior.float(), torch.ones_like(d_prior.float()))
                           + F.binary_cross_entropy_with_logits(d_codes.float(), torch.zeros_like(d_codes.float())))
-        check_finite(Losses(disc, {"disc": disc}))
+        ctx.check_finite(Losses(disc, {"disc": disc}))
         ctx.backward_step(disc, optimizers["discriminator"])
         accuracy = 0.5 * ((d_prior > 0).float().mean() + (d_codes < 0).float().mean())
 
@@ -123,7 +123,7 @@ class AdversarialAE(Autoencoder):
         with ctx.autocast():
             d_fooled = ctx.forward(batch, ctx.generator, phase="generator").float()
             gen = F.binary_cross_entropy_with_logits(d_fooled, torch.ones_like(d_fooled))
-        check_finite(Losses(gen, {"gen": gen}))
+        ctx.check_finite(Losses(gen, {"gen": gen}))
         ctx.backward_step(self.config.adv_weight * gen, optimizers["generator"])
 
         parts = {"recon": recon.detach(), "disc": disc.detach(), "gen": gen.detach(),

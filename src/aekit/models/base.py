@@ -231,7 +231,7 @@ class Autoencoder(nn.Module):
         with ctx.autocast():
             out = ctx.forward(batch, ctx.generator)
             losses = self.loss(batch, out)
-        check_finite(losses)
+        ctx.check_finite(losses)
         ctx.backward_step(losses.total, optimizers["main"])
         return losses
 
@@ -304,6 +304,16 @@ class StepContext:
     generator: torch.Generator | None = None
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     scaler: torch.amp.GradScaler | None = None
+    # Where the trainer collects the steps' finiteness to check later (on a GPU: see
+    # DeferredFiniteChecks); None checks at once.
+    finite_checks: DeferredFiniteChecks | None = None
+
+    def check_finite(self, losses: Losses) -> None:
+        """Refuse a non-finite loss before its gradients reach the weights, or leave it to the trainer."""
+        if self.finite_checks is None:
+            check_finite(losses)
+        else:
+            self.finite_checks.add(losses)
 
     def backward_step(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -318,11 +328,57 @@ class StepContext:
 
 def check_finite(losses: Losses) -> None:
     if not torch.isfinite(losses.total.detach()):
-        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.parts.items())
-        raise TrainingError(f"loss is not finite ({parts})")
+        raise TrainingError(f"loss is not finite ({_parts_text(losses.parts)})")
+
+
+def _parts_text(parts: dict[str, Tensor]) -> str:
+    return ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+
+
+class DeferredFiniteChecks:
+    """The steps' loss checks, kept on the device until the trainer asks.
+
+    Checking a GPU loss at once makes the CPU wait for the GPU at every step, so it can no
+    longer queue the next step's kernels while the GPU runs this one; small models then run
+    at the speed of that round trip.  Here each step only queues its flag, and
+    :meth:`raise_first` (one wait, at the trainer's chosen moments: every few dozen steps and
+    before anything is saved) names the first bad step.  The steps after it have already
+    changed the weights, but nothing is written before the check, so the run's last
+    checkpoint stays the last good state.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, Tensor, dict[str, Tensor]]] = []
+        self.step = 0  # the trainer's step count for what add() receives next
+
+    def add(self, losses: Losses) -> None:
+        parts = {k: v.detach() for k, v in losses.parts.items()}
+        self._pending.append((self.step, torch.isfinite(losses.total.detach()), parts))
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def raise_first(self) -> None:
+        """Raise TrainingError for the first non-finite loss since the last call; the error's
+        ``step`` attribute is that step."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        finite = torch.stack([flag for _, flag, _ in pending]).cpu()  # the one wait for the GPU
+        if bool(finite.all()):
+            return
+        step, _, parts = pending[int((~finite).nonzero()[0])]
+        err = TrainingError(f"loss is not finite ({_parts_text(parts)})")
+        err.step = step
+        raise err
 
 
 def make_adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = list(params)
+    if params and all(p.is_cuda for p in params):
+        # On a GPU one fused kernel updates every tensor: the foreach path launches several per
+        # step, and aekit's small models are bound by launching work, not by the GPU doing it.
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     # foreach=True batches the per-parameter updates into a few kernels: measurably faster
     # than the default per-tensor loop for models with many small tensors.
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)

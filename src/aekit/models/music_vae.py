@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..config import MAX_WIDTH, setting
 from ..errors import ConfigError
 from ..registry import register
-from .base import LOG_2PI, Autoencoder, Batch, Losses, Output, Posterior, StepContext, check_finite
+from .base import LOG_2PI, Autoencoder, Batch, Losses, Output, Posterior, StepContext
 
 # MusicVAE's melody classes (aekit.data.melodies): 0 hold, 1 note off, 2..89 note on for MIDI
 # pitches 21..108.  The decoder reads one more symbol, START, before the first step.
@@ -269,7 +269,7 @@ class MusicVAE(Autoencoder):
         with ctx.autocast():
             out = ctx.forward(batch, ctx.generator)
             losses = self.loss(batch, out)
-        check_finite(losses)
+        ctx.check_finite(losses)
         optimizer.zero_grad(set_to_none=True)
         if ctx.scaler is None:
             losses.total.backward()

@@ -24,6 +24,7 @@ on what ran before it, and a resumed run replays exactly what an uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -39,7 +40,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..config import RunConfig, check_global_batch
 from ..errors import AekitError, CheckpointError, ConfigError, DataError, TrainingError
-from ..models.base import Autoencoder, Losses, StepContext
+from ..models.base import Autoencoder, DeferredFiniteChecks, Losses, StepContext
 from ..run.layout import read_metrics
 from ..run.weights import load_weights
 from ..tasks import Task
@@ -50,6 +51,11 @@ from .schedule import get_lr, warmup_length
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024  # large batches for validation: no gradients, so memory is small
+# Steps between the checks of deferred (GPU) loss checks: each check waits for the GPU once.
+FINITE_CHECK_EVERY = 50
+# The share of the GPU's free memory an in-memory training set may take to live there for the
+# whole run (no copy from the host, and no wait for it, at every step).
+RESIDENT_SHARE = 0.25
 
 
 @dataclass
@@ -58,8 +64,14 @@ class StepInfo:
     step: int
     batch_in_epoch: int
     batches_per_epoch: int
-    losses: dict[str, float]
+    loss_tensors: dict[str, torch.Tensor]  # on the training device
     lr: float
+
+    @functools.cached_property
+    def losses(self) -> dict[str, float]:
+        """The step's loss parts as numbers.  Read it only when needed (a progress bar every few
+        steps): on a GPU each read waits for the step to finish."""
+        return {k: float(v) for k, v in self.loss_tensors.items()}
 
 
 @dataclass
@@ -143,6 +155,10 @@ def check_training_images(images: torch.Tensor, name: str) -> None:
 
 
 class Trainer:
+    # Check each step's loss at once (None: on CPUs, where that costs nothing) or in batches of
+    # FINITE_CHECK_EVERY steps (on GPUs: DeferredFiniteChecks says why).
+    defer_finite_checks: bool | None = None
+
     def __init__(self, model: Autoencoder, train_set, val_set, run_cfg: RunConfig, run_dir: str | Path, *,
                  task: Task, device: torch.device, callbacks: Callbacks | None = None):
         self.model = model
@@ -179,6 +195,8 @@ class Trainer:
         if self.amp_dtype is torch.float16 and device.type != "cuda":
             raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        defer = self.defer_finite_checks if self.defer_finite_checks is not None else device.type == "cuda"
+        self.finite_checks = DeferredFiniteChecks() if defer else None
         self.n_train = len(train_set)
         # A set without an items tensor (aekit.data.stream.StreamingImageSet, or any map-style
         # Dataset of (image, label) with a `labels` attribute, None when unlabelled) is read
@@ -186,6 +204,7 @@ class Trainer:
         self.streamed = not isinstance(getattr(train_set, "items", None), torch.Tensor)
         self.sampler = EpochSampler(self.n_train, num_replicas=self.world, rank=self.rank, seed=self.tcfg.seed)
         self._loader: DataLoader | None = None
+        self._resident: tuple[torch.Tensor, torch.Tensor | None] | None = None  # _resident_items
         if not self.streamed and self.tcfg.num_workers:
             log.info("the training set is in memory: --workers %d is not needed and is ignored", self.tcfg.num_workers)
         self.batches_per_epoch = math.ceil(self._local_count() / self.local_batch)
@@ -231,10 +250,11 @@ class Trainer:
         self.sampler.start = first_batch * self.local_batch
         labels = getattr(self.train_set, "labels", None)
         if not self.streamed:
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            items, labels = self._resident_items(labels)
+            order = torch.tensor(list(self.sampler), dtype=torch.long, device=items.device)
             for start in range(0, order.numel(), self.local_batch):
                 idx = order[start:start + self.local_batch]
-                yield self.train_set.items[idx], (labels[idx] if labels is not None else None)
+                yield items[idx], (labels[idx] if labels is not None else None)
             return
         batches = iter(self._train_loader())
         while True:
@@ -245,6 +265,42 @@ class Trainer:
             except AekitError as err:  # raised in a worker: torch wraps it with the worker's traceback
                 raise type(err)(_worker_error_message(err)) from None
             yield x, (y if labels is not None else None)
+
+    # -- failures ----------------------------------------------------------------------------
+    def _check_deferred(self, epoch: int) -> None:
+        """Raise for a non-finite loss among the steps whose checks were deferred (GPU)."""
+        if self.finite_checks is None:
+            return
+        try:
+            self.finite_checks.raise_first()
+        except TrainingError as err:
+            raise self._stopped_by(err, err.step, epoch) from None
+
+    def _stopped_by(self, err: TrainingError, step: int, epoch: int) -> TrainingError:
+        good = ckpt.list_checkpoints(self.run_dir)
+        where = f"last good checkpoint: {good[-1]}" if good else "no checkpoint was written yet"
+        return TrainingError(f"training stopped at step {step} (epoch {epoch + 1}): {err}; {where}. "
+                             "Lower --lr, or check the data for broken images")
+
+    def _resident_items(self, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The in-memory training set where its batches are sliced: on a GPU when it fits there.
+
+        A batch copied from (pageable) host memory makes the CPU wait for the GPU at every step;
+        slicing a copy on the GPU does not.  The same indices give the same batches either way.
+        """
+        items = self.train_set.items
+        if self.device.type != "cuda":
+            return items, labels
+        if self._resident is None:
+            size = items.nbytes + (labels.nbytes if labels is not None else 0)
+            free, _total = torch.cuda.mem_get_info(self.device)
+            if size <= RESIDENT_SHARE * free:
+                self._resident = (items.to(self.device), labels.to(self.device) if labels is not None else None)
+            else:
+                log.info("the training set (%d MiB) stays in host memory: more than %d%% of the GPU's free %d MiB",
+                         size >> 20, round(100 * RESIDENT_SHARE), free >> 20)
+                self._resident = (items, labels)
+        return self._resident
 
     # -- state -----------------------------------------------------------------------------
     def _optimizer_state(self, noise_states: list[torch.Tensor] | None) -> dict:
@@ -416,6 +472,7 @@ class Trainer:
         for b, (images, labels) in enumerate(batches, start=self.batch_in_epoch):
             if self._should_stop():
                 batches.close()
+                self._check_deferred(epoch)  # a stop must not save weights a bad step has spoilt
                 partial = {"sums": {k: float(v) for k, v in sums.items()}, "count": seen,
                            "seconds": time.perf_counter() - started}
                 self.save_checkpoint(noise_gen, partial)
@@ -429,26 +486,26 @@ class Trainer:
             if batch.x.dim() == 4:
                 batch.x = batch.x.contiguous(memory_format=self.memory_format)
             lr = self._set_lr()
+            if self.finite_checks is not None:
+                self.finite_checks.step = self.step
             step_ctx = StepContext(forward=self.forward, generator=noise_gen, autocast=self._autocast,
-                                   scaler=self.scaler)
+                                   scaler=self.scaler, finite_checks=self.finite_checks)
             try:
                 losses = self.model.training_step(batch, self.optimizers, step_ctx)
             except TrainingError as err:
-                good = ckpt.list_checkpoints(self.run_dir)
-                where = f"last good checkpoint: {good[-1]}" if good else "no checkpoint was written yet"
-                raise TrainingError(
-                    f"training stopped at step {self.step} (epoch {epoch + 1}): {err}; {where}. "
-                    "Lower --lr, or check the data for broken images"
-                ) from None
+                raise self._stopped_by(err, self.step, epoch) from None
             n = clean.shape[0]
             for k, v in _with_total(losses).items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() * n
             seen += n
             self.step += 1
             self.batch_in_epoch = b + 1
+            if self.finite_checks is not None and len(self.finite_checks) >= FINITE_CHECK_EVERY:
+                self._check_deferred(epoch)
             if self.callbacks.on_step:
                 self.callbacks.on_step(StepInfo(epoch, self.step, b + 1, self.batches_per_epoch,
-                                                {k: float(v.detach()) for k, v in _with_total(losses).items()}, lr))
+                                                {k: v.detach() for k, v in _with_total(losses).items()}, lr))
+        self._check_deferred(epoch)
         seconds = time.perf_counter() - started
         train_means = _reduce_means(sums, seen)
         val = self.validate()
