@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             state["profiling"], state["t0"] = True, time.perf_counter()
 
     def on_step(info) -> None:
-        if state["profiling"] and info.batch_in_epoch >= args.steps:
+        if state["profiling"] and info.batch_in_epoch >= min(args.steps, info.batches_per_epoch):
             if on_gpu:
                 torch.cuda.synchronize()
             state["wall"] = time.perf_counter() - state["t0"]

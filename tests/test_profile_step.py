@@ -27,10 +27,11 @@ def test_op_names_fall_into_the_kinds_a_reader_expects(profile_step):
     assert kind("something new") == "other"
 
 
-def test_a_cpu_profile_of_the_lessons_conv_ae(profile_step, capsys):
+@pytest.mark.parametrize("steps", [5, 1000])  # 1000: more than the epoch has (63), so all of it
+def test_a_cpu_profile_of_the_lessons_conv_ae(profile_step, capsys, steps):
     threads = torch.get_num_threads()
     try:
-        status = profile_step.main(["--model", "conv-ae", "--steps", "5", "--json"])
+        status = profile_step.main(["--model", "conv-ae", "--steps", str(steps), "--json"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
@@ -45,3 +46,4 @@ def test_a_cpu_profile_of_the_lessons_conv_ae(profile_step, capsys):
     # seven convolutions with their backward passes: on any CPU the largest kind of work here
     assert max(kinds, key=kinds.get) == "convolution"
     assert "training steps" in out and "the 12 that took longest" in out
+    assert f"profiled {min(steps, 63)} steps" in out and figures["profiled_ms_per_step"] > 0
