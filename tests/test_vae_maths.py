@@ -44,6 +44,7 @@ def test_the_variational_models_are_covered():
 
 
 @pytest.mark.parametrize("name", VARIATIONAL)
+@torch.no_grad()
 def test_elbo_is_a_lower_bound_on_importance_sampled_log_likelihood(name):
     torch.manual_seed(0)
     cfg_cls, _ = lookup(name)
