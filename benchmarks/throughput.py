@@ -14,13 +14,16 @@ its share of the peak measured in the same run by a large matmul in the precisio
 The last line reads ``ratio aekit/plain: R`` for the lesson's conv AE.
 
     python benchmarks/throughput.py [--rounds 5] [--images 8192] [--models conv-ae,conv-vae,dn] [--batch-size 256]
+                                    [--processes K]   # K fresh processes: the median ratio over them
                                     [--device cpu|cuda] [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from aekit.config import RunConfig, TrainConfig
 from aekit.models import Batch
+from aekit.nn import OutputConv2d
 from aekit.registry import build_model, lookup
 from aekit.tasks import make_task
 from aekit.train.loop import Trainer
@@ -116,9 +120,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: i
 def step_flops(model, images: torch.Tensor, memory_format, batch: int = BATCH) -> float:
     """FLOPs of one training step (forward + backward) per image, counted by torch."""
     probe = images[:batch].contiguous(memory_format=memory_format)
-    with FlopCounterMode(display=False) as counter:
-        batch = Batch(probe, probe)
-        model.loss(batch, model(batch)).total.backward()
+    # The layers' FLOPs as defined: OutputConv2d's per-channel form does the same arithmetic,
+    # but torch's counter charges a grouped convolution's backward as if it were a full one.
+    OutputConv2d.per_channel = False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            batch = Batch(probe, probe)
+            model.loss(batch, model(batch)).total.backward()
+    finally:
+        OutputConv2d.per_channel = True
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / probe.shape[0]
 
@@ -190,8 +200,35 @@ def measure(name: str, images: torch.Tensor, args, device: torch.device, peaks: 
     return a / p
 
 
+def in_processes(k: int, argv: list[str]) -> int:
+    """Run this benchmark ``k`` times, each in a fresh process, and print the median ratios.
+
+    A loop's speed depends on the process it lands in (the lesson's loop moved by 45% between
+    processes and by a few percent within one), so one process is one draw of that.
+    """
+    ratios: dict[str, list[float]] = {}
+    for i in range(k):
+        done = subprocess.run([sys.executable, __file__, *argv], check=False, capture_output=True, text=True)
+        if done.returncode:
+            print(done.stdout + done.stderr, end="", file=sys.stderr)
+            return done.returncode
+        found = dict(re.findall(r"^  ratio aekit/plain \((\S+)\): ([0-9.]+)$", done.stdout, flags=re.MULTILINE))
+        print(f"process {i + 1}: " + ", ".join(f"{name} {r}" for name, r in found.items()), flush=True)
+        for name, r in found.items():
+            ratios.setdefault(name, []).append(float(r))
+    for name, values in ratios.items():
+        print(f"  ratio aekit/plain ({name}): median {statistics.median(values):.2f} over {k} processes "
+              f"(min {min(values):.2f}, max {max(values):.2f})")
+    if "conv-ae" in ratios:
+        print(f"ratio aekit/plain: {statistics.median(ratios['conv-ae']):.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the whole comparison in this many fresh processes, one after another, "
+                             "and print the median ratio over them")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=8192, help="images per epoch")
     parser.add_argument("--batch-size", type=int, default=BATCH,
@@ -205,6 +242,11 @@ def main() -> int:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="aekit's precision (the plain loop is always fp32)")
     args = parser.parse_args()
+    if args.processes > 1:
+        argv = sys.argv[1:]
+        at = next(i for i, a in enumerate(argv) if a.startswith("--processes"))
+        del argv[at:at + (1 if "=" in argv[at] else 2)]
+        return in_processes(args.processes, argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("throughput.py: --device cuda, but torch sees no CUDA GPU here; use --device cpu", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..config import MAX_SIDE, MAX_WIDTH, RECON_LOSSES, setting
 from ..errors import ConfigError
+from ..nn.blocks import OutputConv2d
 from ..nn.unet import UNetDecoder, UNetEncoder, conv_relu, feature_shapes, pack, unpack
 from ..registry import register
 from .base import Autoencoder, Posterior
@@ -104,7 +105,7 @@ class SRLesson(_Upscaler):
         if config.up_channels:
             up.append(conv_relu(prev, config.up_channels))
             prev = config.up_channels
-        self.decoder = nn.Sequential(*up, nn.Conv2d(prev, c, 3, padding=1))
+        self.decoder = nn.Sequential(*up, OutputConv2d(prev, c, 3, padding=1))
 
     @property
     def latent_dim(self) -> int:
@@ -164,7 +165,7 @@ class SuperResolution(_Upscaler):
         self.decoder = UNetDecoder(config.channels)
         self.code_shapes = [(c, h, w), *feature_shapes(config.channels, h, w)]
         self.to_subpixels = nn.Conv2d(config.channels[0], config.tail * s * s, 3, padding=1)
-        self.refine = nn.Sequential(conv_relu(config.tail + c, config.tail), nn.Conv2d(config.tail, c, 3, padding=1))
+        self.refine = nn.Sequential(conv_relu(config.tail + c, config.tail), OutputConv2d(config.tail, c, 3, padding=1))
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
 
