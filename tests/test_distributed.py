@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _faults import poison_dense_ae_loss
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -427,20 +428,8 @@ def test_gpu_training_keeps_the_data_on_the_gpu_and_resumes_mid_epoch_as_if_neve
 def test_gpu_nan_loss_is_caught_by_the_deferred_checks_naming_its_step(tmp_path, monkeypatch):
     import aekit
     from aekit.errors import TrainingError
-    from aekit.models.dense_ae import DenseAE
 
-    original = DenseAE.loss
-    calls = {"n": 0}
-
-    def poisoned(self, batch, out):
-        losses = original(self, batch, out)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 20:  # inside the second epoch (16 steps per epoch)
-                losses.total = losses.total * float("nan")
-        return losses
-
-    monkeypatch.setattr(DenseAE, "loss", poisoned)
+    poison_dense_ae_loss(monkeypatch)
     with pytest.raises(TrainingError, match=r"step 19 \(epoch 2\).*not finite.*last good checkpoint"):
         training.train(model="dense-ae", epochs=3, batch_size=256, device="cuda", out=tmp_path / "run",
                        model_options=TINY_DENSE)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _faults import poison_dense_ae_loss
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -130,7 +131,6 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("checks", ["at once", "deferred every 3 steps", "deferred to the epoch's end"])
 def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_path, monkeypatch, checks):
-    from aekit.models.dense_ae import DenseAE
     from aekit.train import loop
 
     # deferred: as on a GPU, where the checks wait for the device only every few steps
@@ -138,18 +138,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_p
         monkeypatch.setattr(loop.Trainer, "defer_finite_checks", True)
         monkeypatch.setattr(loop, "FINITE_CHECK_EVERY", 3 if "3" in checks else 1000)
 
-    original = DenseAE.loss
-    calls = {"n": 0}
-
-    def poisoned(self, batch, out):
-        losses = original(self, batch, out)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 20:  # inside the second epoch (16 steps per epoch)
-                losses.total = losses.total * float("nan")
-        return losses
-
-    monkeypatch.setattr(DenseAE, "loss", poisoned)
+    poison_dense_ae_loss(monkeypatch)
     with pytest.raises(TrainingError, match=r"step 19 \(epoch 2\).*not finite.*last good checkpoint: .*ckpt-00001"):
         training.train(model="dense-ae", epochs=3, batch_size=256, out=tmp_path / "run",
                   model_options={"hidden": (16,), "latent_dim": 4})
@@ -158,23 +147,11 @@ def test_a_nan_loss_stops_training_naming_the_step_and_the_last_checkpoint(tmp_p
 
 
 def test_a_stop_after_a_deferred_bad_step_saves_nothing_and_names_that_step(tmp_path, monkeypatch):
-    from aekit.models.dense_ae import DenseAE
     from aekit.train import loop
 
     monkeypatch.setattr(loop.Trainer, "defer_finite_checks", True)
     monkeypatch.setattr(loop, "FINITE_CHECK_EVERY", 1000)
-    original = DenseAE.loss
-    calls = {"n": 0}
-
-    def poisoned(self, batch, out):
-        losses = original(self, batch, out)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 20:
-                losses.total = losses.total * float("nan")
-        return losses
-
-    monkeypatch.setattr(DenseAE, "loss", poisoned)
+    poison_dense_ae_loss(monkeypatch)
     polls = {"n": 0}
 
     def stop_at_step_22():
